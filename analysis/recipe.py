@@ -1,0 +1,233 @@
+"""The Recipe: one plain, JSON-serialisable description of a compressed model.
+
+Every what-if in Headroom — mask heads, drop layers, choose bits per layer — is a `Recipe`. The
+dashboard, the CLI, the tests and the benchmarks all speak Recipes; nothing else describes a
+compressed model. A Recipe is applied either by `simulate` (gates and fake-quantised weights
+inside the forward pass, the loaded model untouched) or by `materialize` (a real, smaller model).
+
+Indices are 0-based: layer 0 is the one nearest the embeddings, head 0 the first head.
+A Recipe does not know the model's size; `validate(num_layers, num_heads)` checks it against one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from .errors import HeadroomError
+
+#: weight bit-widths the quantiser supports (32 = full precision, 16 = fp16-rounded values).
+SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
+#: how a weight matrix is split into ranges that share one scale (and zero-point).
+GRANULARITIES = ("per-tensor", "per-channel", "per-head", "groups")
+
+
+@dataclass
+class Recipe:
+    """What to take out of the model and how precisely to keep the rest."""
+
+    # Attention heads switched off, as [layer, head] pairs. Masked in simulation (a gate of 0 on
+    # the head's output), sliced out of Q/K/V/O when materialized.
+    masked_heads: list[tuple[int, int]] = field(default_factory=list)
+    # Whole encoder layers removed (Sajjad et al.): the layer is replaced by the identity.
+    dropped_layers: list[int] = field(default_factory=list)
+    # Weight bits of every encoder layer's linear layers: one int for all, or one per layer.
+    weight_bits: int | list[int] = 32
+    # Bits of the word-embedding matrix (position/type embeddings and LayerNorms stay fp32).
+    embedding_bits: int = 32
+    # How ranges are shared: one per matrix, one per output row, one per attention head's
+    # slice of Q/K/V/O (Q-BERT's group-wise; FFN matrices use `num_groups` row groups), or
+    # `num_groups` equal row groups per matrix.
+    granularity: str = "per-tensor"
+    # Row groups per matrix for granularity "groups" (and for FFN matrices under "per-head").
+    num_groups: int = 12
+    # Symmetric ranges (zero-point 0) or asymmetric (min/max with a zero-point).
+    symmetric: bool = True
+    # Simulated activation bits at the input of every encoder linear layer (32 = off).
+    activation_bits: int = 32
+    # A label for plots and tables; not part of the recipe's identity.
+    name: str = ""
+
+    # ------------------------------------------------------------------ construction, JSON
+    def __post_init__(self):
+        self.masked_heads = sorted({(int(l), int(h)) for l, h in self.masked_heads})
+        self.dropped_layers = sorted({int(l) for l in self.dropped_layers})
+        if isinstance(self.weight_bits, (list, tuple)):
+            self.weight_bits = [int(b) for b in self.weight_bits]
+        else:
+            self.weight_bits = int(self.weight_bits)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["masked_heads"] = [list(p) for p in self.masked_heads]
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        if not isinstance(d, dict):
+            raise HeadroomError("A recipe must be a JSON object, e.g. {\"dropped_layers\": [5]}.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise HeadroomError(
+                f"Unknown recipe field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}."
+            )
+        try:
+            heads = d.get("masked_heads", [])
+            if any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in heads):
+                raise ValueError
+            return cls(**d)
+        except (TypeError, ValueError):
+            raise HeadroomError(
+                "The recipe has a malformed value: masked_heads must be [layer, head] pairs, "
+                "dropped_layers a list of integers, weight_bits an integer or a list of integers."
+            ) from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "Recipe":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise HeadroomError(f"The recipe is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}).") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path: str) -> "Recipe":
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise HeadroomError(f"Recipe file '{path}' does not exist.") from None
+        except (UnicodeDecodeError, IsADirectoryError):
+            raise HeadroomError(f"Recipe file '{path}' is not a UTF-8 JSON text file.") from None
+        return cls.from_json(text)
+
+    def key(self) -> str:
+        """Canonical identity for caching: everything but the name."""
+        d = self.to_dict()
+        d.pop("name")
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    def replace(self, **changes) -> "Recipe":
+        d = self.to_dict()
+        d.update(changes)
+        return Recipe.from_dict(d)
+
+    # ------------------------------------------------------------------ views
+    def layer_bits(self, num_layers: int) -> list[int]:
+        if isinstance(self.weight_bits, list):
+            return list(self.weight_bits)
+        return [self.weight_bits] * num_layers
+
+    def head_mask(self, num_layers: int, num_heads: int) -> np.ndarray:
+        """(L, H) array, 1.0 = kept, 0.0 = masked. Dropped layers keep their row as is."""
+        mask = np.ones((num_layers, num_heads), dtype=np.float32)
+        for layer, head in self.masked_heads:
+            mask[layer, head] = 0.0
+        return mask
+
+    def kept_heads(self, layer: int, num_heads: int) -> list[int]:
+        masked = {h for l, h in self.masked_heads if l == layer}
+        return [h for h in range(num_heads) if h not in masked]
+
+    def is_baseline(self) -> bool:
+        return self.key() == Recipe().key()
+
+    def first_changed_layer(self, num_layers: int) -> int:
+        """The first layer whose computation differs from the unmodified model.
+
+        Layers before it produce the baseline's hidden states, so incremental evaluation can start
+        there. 0 when the embeddings change; `num_layers` when only the name differs.
+        """
+        if self.embedding_bits != 32:
+            return 0
+        candidates = [l for l, _ in self.masked_heads] + list(self.dropped_layers)
+        if self.activation_bits != 32:
+            candidates.append(0)
+        candidates += [l for l, b in enumerate(self.layer_bits(num_layers)) if b != 32]
+        return min(candidates, default=num_layers)
+
+    def describe(self) -> str:
+        parts = []
+        if self.masked_heads:
+            parts.append(f"{len(self.masked_heads)} heads masked")
+        if self.dropped_layers:
+            parts.append("layers " + ",".join(map(str, self.dropped_layers)) + " dropped")
+        bits = self.weight_bits
+        if isinstance(bits, list):
+            if len(set(bits)) == 1:
+                bits = bits[0]
+            else:
+                parts.append("bits " + "/".join(map(str, bits)) + f" ({self.granularity})")
+        if isinstance(bits, int) and bits != 32:
+            parts.append(f"{bits}-bit weights ({self.granularity})")
+        if self.embedding_bits != 32:
+            parts.append(f"{self.embedding_bits}-bit embeddings")
+        if self.activation_bits != 32:
+            parts.append(f"{self.activation_bits}-bit activations")
+        return "; ".join(parts) or "baseline (no change)"
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, num_layers: int, num_heads: int) -> "Recipe":
+        """Raise HeadroomError with one clear sentence if this recipe cannot apply to the model."""
+        for layer, head in self.masked_heads:
+            if not 0 <= layer < num_layers or not 0 <= head < num_heads:
+                raise HeadroomError(
+                    f"Head {layer}:{head} does not exist; the model has {num_layers} layers "
+                    f"(0-{num_layers - 1}) x {num_heads} heads (0-{num_heads - 1})."
+                )
+        for layer in self.dropped_layers:
+            if not 0 <= layer < num_layers:
+                raise HeadroomError(
+                    f"Layer {layer} cannot be dropped; the model has layers 0-{num_layers - 1}."
+                )
+        if len(self.dropped_layers) >= num_layers:
+            raise HeadroomError(
+                f"The recipe drops every layer ({num_layers} of {num_layers}); keep at least one."
+            )
+        bits = self.layer_bits(num_layers)
+        if len(bits) != num_layers:
+            raise HeadroomError(
+                f"weight_bits lists {len(bits)} values but the model has {num_layers} layers."
+            )
+        for b in bits + [self.embedding_bits]:
+            if b not in SUPPORTED_BITS:
+                raise HeadroomError(
+                    f"{b}-bit weights are not supported; choose from {', '.join(map(str, SUPPORTED_BITS))}."
+                )
+        if self.activation_bits not in (8, 16, 32):
+            raise HeadroomError("activation_bits must be 8, 16 or 32 (32 = not quantised).")
+        if self.granularity not in GRANULARITIES:
+            raise HeadroomError(
+                f"Unknown granularity '{self.granularity}'; choose from {', '.join(GRANULARITIES)}."
+            )
+        if not 1 <= self.num_groups <= 4096:
+            raise HeadroomError("num_groups must be between 1 and 4096.")
+        return self
+
+
+def parse_head_list(text: str) -> list[tuple[int, int]]:
+    """'0:3,5:11' -> [(0, 3), (5, 11)]; also accepts '0-3' style pairs."""
+    pairs = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        sep = ":" if ":" in item else "-"
+        try:
+            layer, head = (int(x) for x in item.split(sep))
+        except ValueError:
+            raise HeadroomError(
+                f"'{item}' is not a head; write heads as layer:head pairs, e.g. 0:3,5:11."
+            ) from None
+        pairs.append((layer, head))
+    return pairs
+
+
+def parse_int_list(text: str, what: str = "layers") -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise HeadroomError(f"'{text}' is not a list of {what}; write e.g. 4,5.") from None

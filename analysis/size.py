@@ -1,0 +1,112 @@
+"""Model size under a Recipe, counted from the bits: parameters and bytes, per component.
+
+Honest accounting: quantised matrices cost `bits` per weight *plus* their scales and zero-points;
+biases, LayerNorms, position/type embeddings, the pooler and the classifier stay fp32 (as Q-BERT
+and Q8BERT keep them). Pruned heads and dropped layers cost nothing. ALBERT's shared layer is
+counted once. The result is a prediction of the size of a real int-packed checkpoint; the size of
+a materialized directory on disk is measured separately (`materialize.save_materialized`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .adapters import Adapter
+from .quantize import quantized_bytes
+from .recipe import Recipe
+
+MB = 1e6
+
+
+@dataclass
+class SizeReport:
+    parameters: int
+    bytes: float
+    baseline_parameters: int
+    baseline_bytes: float
+    by_component: dict[str, float] = field(default_factory=dict)  # bytes
+
+    @property
+    def mb(self) -> float:
+        return self.bytes / MB
+
+    @property
+    def fraction_of_baseline(self) -> float:
+        return self.bytes / self.baseline_bytes
+
+    def to_dict(self) -> dict:
+        return {
+            "parameters": self.parameters,
+            "mb": round(self.mb, 3),
+            "baseline_parameters": self.baseline_parameters,
+            "baseline_mb": round(self.baseline_bytes / MB, 3),
+            "fraction_of_baseline": round(self.fraction_of_baseline, 4),
+            "by_component_mb": {k: round(v / MB, 3) for k, v in self.by_component.items()},
+        }
+
+
+def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
+    model = adapter.model
+    baseline_params = sum(p.numel() for p in model.parameters())
+    hs, H = adapter.head_size, adapter.num_heads
+    by: dict[str, float] = {}
+    params = 0
+
+    def add(component: str, numel: int, nbytes: float):
+        nonlocal params
+        params += numel
+        by[component] = by.get(component, 0.0) + nbytes
+
+    # Embeddings: the word matrix at embedding_bits, everything else in the embedding block fp32.
+    word = adapter.word_embeddings.weight
+    add("embeddings", word.numel(), quantized_bytes(
+        tuple(word.shape), recipe.embedding_bits, granularity=recipe.granularity,
+        symmetric=recipe.symmetric, role="embedding", head_size=hs, num_groups=recipe.num_groups))
+    for name, p in adapter.embeddings.named_parameters():
+        if not name.startswith("word_embeddings"):
+            add("embeddings", p.numel(), p.numel() * 4.0)
+    projection = adapter.embedding_projection()
+    if projection is not None:
+        n = sum(p.numel() for p in projection.parameters())
+        add("embeddings", n, n * 4.0)
+
+    bits = recipe.layer_bits(adapter.num_layers)
+    dropped = set(recipe.dropped_layers)
+    counted_shared = False
+    for i in range(adapter.num_layers):
+        if i in dropped or (adapter.shares_layers() and counted_shared):
+            continue
+        counted_shared = True
+        parts = adapter.layer(i)
+        nh = len(recipe.kept_heads(i, H))
+        for role, comp in (("query", "attention_qkv"), ("key", "attention_qkv"), ("value", "attention_qkv"),
+                           ("attention_output", "attention_output"), ("ffn_in", "ffn"), ("ffn_out", "ffn")):
+            lin = getattr(parts, role)
+            out_f, in_f = lin.weight.shape
+            if role in ("query", "key", "value"):
+                shape = (nh * hs, in_f)
+            elif role == "attention_output":
+                shape = (out_f, nh * hs)
+            else:
+                shape = (out_f, in_f)
+            numel = shape[0] * shape[1]
+            # Ranges of the *kept* slice; per-tensor and per-channel ranges are stored either way.
+            add(comp, numel, quantized_bytes(shape, bits[i], granularity=recipe.granularity,
+                                             symmetric=recipe.symmetric, role=role, head_size=hs,
+                                             num_groups=recipe.num_groups) if numel else 0.0)
+            bias = shape[0]
+            add(comp, bias, bias * 4.0)
+        for ln in (parts.attention_layernorm, parts.ffn_layernorm):
+            n = sum(p.numel() for p in ln.parameters())
+            add("layernorm", n, n * 4.0)
+
+    for name, module in adapter.classifier_modules().items():
+        n = sum(p.numel() for p in module.parameters())
+        add("classifier", n, n * 4.0)
+    return SizeReport(
+        parameters=params,
+        bytes=sum(by.values()),
+        baseline_parameters=baseline_params,
+        baseline_bytes=baseline_params * 4.0,
+        by_component=by,
+    )

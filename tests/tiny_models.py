@@ -1,0 +1,72 @@
+"""Tiny randomly initialised sequence classifiers, one per supported architecture.
+
+Built from a config (no download), small enough that every test runs in milliseconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import (
+    AlbertConfig,
+    AlbertForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
+
+ARCHITECTURES = ("bert", "roberta", "electra", "distilbert", "albert")
+NUM_LABELS = 3
+VOCAB = 99
+
+
+def tiny_model(arch: str, *, layers: int = 3, heads: int = 4, hidden: int = 32, seed: int = 0):
+    torch.manual_seed(seed)
+    # a large init range so that every head and layer visibly moves the logits
+    common = dict(vocab_size=VOCAB, num_labels=NUM_LABELS, max_position_embeddings=64, initializer_range=0.2)
+    if arch == "bert":
+        cfg = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                         intermediate_size=hidden * 2, **common)
+        model = BertForSequenceClassification(cfg)
+    elif arch == "roberta":
+        cfg = RobertaConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                            intermediate_size=hidden * 2, pad_token_id=1, **common)
+        model = RobertaForSequenceClassification(cfg)
+    elif arch == "electra":
+        cfg = ElectraConfig(hidden_size=hidden, embedding_size=hidden // 2, num_hidden_layers=layers,
+                            num_attention_heads=heads, intermediate_size=hidden * 2, **common)
+        model = ElectraForSequenceClassification(cfg)
+    elif arch == "distilbert":
+        cfg = DistilBertConfig(dim=hidden, n_layers=layers, n_heads=heads, hidden_dim=hidden * 2, **common)
+        model = DistilBertForSequenceClassification(cfg)
+    elif arch == "albert":
+        cfg = AlbertConfig(hidden_size=hidden, embedding_size=hidden // 2, num_hidden_layers=layers,
+                           num_attention_heads=heads, intermediate_size=hidden * 2, **common)
+        model = AlbertForSequenceClassification(cfg)
+    else:
+        raise ValueError(arch)
+    # Random init leaves LayerNorms at 1/0 and biases at 0: perturb them so the tests can see them.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def tiny_batch(batch_size: int = 4, seq_len: int = 10, seed: int = 1, pad_id: int = 0):
+    """A padded batch: example b has seq_len - b real tokens."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (batch_size, seq_len), generator=g)
+    mask = torch.ones(batch_size, seq_len, dtype=torch.long)
+    for b in range(batch_size):
+        n = seq_len - b
+        mask[b, n:] = 0
+        ids[b, n:] = pad_id
+    return SimpleNamespace(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
+                           example_ids=torch.arange(batch_size))
