@@ -170,19 +170,26 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------- evaluate
     @torch.inference_mode()
-    def evaluate(self, recipe: Recipe, *, latency: bool = False, cancel: threading.Event | None = None) -> EvalResult:
-        """Metrics of `recipe` on the dataset (simulated), optionally with a measured latency."""
+    def evaluate(
+        self, recipe: Recipe, *, latency: bool = False, cancel: threading.Event | None = None, full: bool = False
+    ) -> EvalResult:
+        """Metrics of `recipe` on the dataset (simulated), optionally with a measured latency.
+
+        `full=True` forces a pass from the embeddings (no cached baseline, no incremental start):
+        the reference the incremental path is tested and benchmarked against.
+        """
         recipe.validate(self.adapter.num_layers, self.adapter.num_heads)
-        if recipe.is_baseline() and self.baseline is not None and not latency:
+        if recipe.is_baseline() and self.baseline is not None and not latency and not full:
             return self.baseline
         sim = self.simulators.get(recipe, self.sim_dtype)
-        start = recipe.first_changed_layer(self.adapter.num_layers) if self.trace is not None else 0
+        use_trace = self.trace is not None and not full
+        start = recipe.first_changed_layer(self.adapter.num_layers) if use_trace else 0
         t0 = time.perf_counter()
         logits = []
         for bi, batch in enumerate(self.batches):
             if cancel is not None and cancel.is_set():
                 raise HeadroomError("The evaluation was stopped.")
-            if self.trace is not None and start > 0:
+            if use_trace and start > 0:
                 out = sim.forward(batch, start_layer=start, hidden=self.trace[bi][start])
             else:
                 out = sim.forward(batch)

@@ -70,3 +70,40 @@ def tiny_batch(batch_size: int = 4, seq_len: int = 10, seed: int = 1, pad_id: in
         ids[b, n:] = pad_id
     return SimpleNamespace(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids),
                            example_ids=torch.arange(batch_size))
+
+
+def tiny_loaded(arch: str = "bert", *, layers: int = 3, heads: int = 4, hidden: int = 32, num_labels: int = 3, seed: int = 0):
+    """A LoadedModel around a tiny random BERT with the real MiniLM tokenizer (vocab 30522).
+
+    For tests of code that needs a tokenizer and an Evaluator without the demo checkpoints.
+    """
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from analysis.adapters import Adapter
+    from analysis.models import LoadedModel, _minilm_dir
+
+    if arch != "bert":
+        raise ValueError("tiny_loaded builds BERT only (the MiniLM tokenizer is a BERT tokenizer)")
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=hidden * 2, num_labels=num_labels, initializer_range=0.2,
+                     id2label={i: f"label_{i}" for i in range(num_labels)},
+                     label2id={f"label_{i}": i for i in range(num_labels)})
+    model = BertForSequenceClassification(cfg).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(_minilm_dir()))
+    return LoadedModel("tiny-bert", "config", "directory", model, tokenizer, Adapter(model), torch.device("cpu"))
+
+
+def tiny_dataset(n: int = 60, num_labels: int = 3, seed: int = 0):
+    """A labelled TextDataset of short made-up sentences."""
+    import random
+
+    from analysis.data import TextDataset
+
+    rng = random.Random(seed)
+    words = "the card payment was declined again my transfer is pending please help refund top up fee".split()
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 14))) for _ in range(n)]
+    labels = [i % num_labels for i in range(n)]
+    return TextDataset(name="tiny", texts=texts, text_pairs=None, labels=labels,
+                       label_names=[f"label_{i}" for i in range(num_labels)], metric="accuracy", indices=list(range(n)))
