@@ -173,6 +173,24 @@ class Adapter:
             ffn_layernorm=_get(module, s.ffn_layernorm),
         )
 
+    def heads_in_layer(self, index: int) -> int:
+        """Heads layer `index` really has (fewer than `num_heads` in a materialized, pruned model)."""
+        return self.layer(index).query.weight.shape[0] // self.head_size
+
+    @property
+    def heads_per_layer(self) -> list[int]:
+        return [self.heads_in_layer(i) for i in range(self.num_layers)]
+
+    def validate(self, recipe) -> None:
+        """Check a Recipe against this model (layers, heads per layer, bits); raise HeadroomError."""
+        recipe.validate(self.num_layers, self.num_heads)
+        for layer, head in recipe.masked_heads:
+            n = self.heads_in_layer(layer)
+            if head >= n:
+                raise HeadroomError(
+                    f"Head {layer}:{head} does not exist; layer {layer} of this pruned model has {n} heads (0-{n - 1})."
+                )
+
     def shares_layers(self) -> bool:
         """True when several layer indices run the same weights (ALBERT)."""
         return self.model_type == "albert"

@@ -178,7 +178,7 @@ class Evaluator:
         `full=True` forces a pass from the embeddings (no cached baseline, no incremental start):
         the reference the incremental path is tested and benchmarked against.
         """
-        recipe.validate(self.adapter.num_layers, self.adapter.num_heads)
+        self.adapter.validate(recipe)
         if recipe.is_baseline() and self.baseline is not None and not latency and not full:
             return self.baseline
         sim = self.simulators.get(recipe, self.sim_dtype)

@@ -93,8 +93,7 @@ def _quantize_layer(adapter: Adapter, layer_module: nn.Module, recipe: Recipe, b
 @torch.no_grad()
 def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
     """Return a new model with the recipe applied for real. `model` is not modified."""
-    source = Adapter(model)
-    recipe.validate(source.num_layers, source.num_heads)
+    Adapter(model).validate(recipe)
     new = copy.deepcopy(model).eval()
     adapter = Adapter(new)
     L, H = adapter.num_layers, adapter.num_heads
@@ -110,11 +109,12 @@ def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
     for i in kept_layers:
         module = adapter.layer_module(i)
         _quantize_layer(adapter, module, recipe, bits[i])
-        heads = recipe.kept_heads(i, H)
-        if len(heads) < H:
+        present = adapter.heads_in_layer(i)  # < H when the model was pruned before
+        heads = recipe.kept_heads(i, present)
+        if len(heads) < present:
             heads_per_layer.append(_prune_layer_heads(adapter, module, heads))
         else:
-            heads_per_layer.append(H)
+            heads_per_layer.append(present)
     layers = _get(new, adapter.spec.layers)
     _set(new, adapter.spec.layers, nn.ModuleList([layers[i] for i in kept_layers]))
     setattr(new.config, adapter.spec.num_layers_attr, len(kept_layers))

@@ -221,6 +221,8 @@ def _from_pretrained(source: str, *, trust_remote_code: bool, use_safetensors: b
 
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError:
+        raise HeadroomError(f"Could not find a model config for '{source}'.") from None
     except ValueError as e:
         if "trust_remote_code" in str(e):
             raise HeadroomError(

@@ -71,7 +71,7 @@ def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dty
     """Read layer `index` into a LayerWeights with the recipe's head slicing and bits applied."""
     parts = adapter.layer(index)
     hs = adapter.head_size
-    heads = recipe.kept_heads(index, adapter.num_heads)
+    heads = recipe.kept_heads(index, adapter.heads_in_layer(index))
     bits = recipe.layer_bits(adapter.num_layers)[index]
     device = parts.query.weight.device
     rows = _head_rows(heads, hs, device)
@@ -164,7 +164,7 @@ class SimulatedModel:
     """A Recipe applied to a loaded model: prepared weights plus a forward pass. Read-only."""
 
     def __init__(self, adapter: Adapter, recipe: Recipe, dtype: torch.dtype | None = None):
-        recipe.validate(adapter.num_layers, adapter.num_heads)
+        adapter.validate(recipe)
         self.adapter = adapter
         self.recipe = recipe
         self.dtype = dtype

@@ -78,7 +78,7 @@ def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
             continue
         counted_shared = True
         parts = adapter.layer(i)
-        nh = len(recipe.kept_heads(i, H))
+        nh = len(recipe.kept_heads(i, adapter.heads_in_layer(i)))
         for role, comp in (("query", "attention_qkv"), ("key", "attention_qkv"), ("value", "attention_qkv"),
                            ("attention_output", "attention_output"), ("ffn_in", "ffn"), ("ffn_out", "ffn")):
             lin = getattr(parts, role)

@@ -20,6 +20,7 @@ from transformers import (
 )
 
 ARCHITECTURES = ("bert", "roberta", "electra", "distilbert", "albert")
+TINY_LABELS = ("card", "transfer", "refund", "top_up", "fees", "pin")
 NUM_LABELS = 3
 VOCAB = 99
 
@@ -88,8 +89,8 @@ def tiny_loaded(arch: str = "bert", *, layers: int = 3, heads: int = 4, hidden: 
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=hidden * 2, num_labels=num_labels, initializer_range=0.2,
-                     id2label={i: f"label_{i}" for i in range(num_labels)},
-                     label2id={f"label_{i}": i for i in range(num_labels)})
+                     id2label=dict(enumerate(TINY_LABELS[:num_labels])),
+                     label2id={n: i for i, n in enumerate(TINY_LABELS[:num_labels])})
     model = BertForSequenceClassification(cfg).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(_minilm_dir()))
     return LoadedModel("tiny-bert", "config", "directory", model, tokenizer, Adapter(model), torch.device("cpu"))
@@ -106,4 +107,4 @@ def tiny_dataset(n: int = 60, num_labels: int = 3, seed: int = 0):
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 14))) for _ in range(n)]
     labels = [i % num_labels for i in range(n)]
     return TextDataset(name="tiny", texts=texts, text_pairs=None, labels=labels,
-                       label_names=[f"label_{i}" for i in range(num_labels)], metric="accuracy", indices=list(range(n)))
+                       label_names=list(TINY_LABELS[:num_labels]), metric="accuracy", indices=list(range(n)))

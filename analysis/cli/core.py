@@ -47,7 +47,7 @@ def cmd_evaluate(args) -> dict:
     recipe = recipe_from_args(args)
     t0 = time.perf_counter()
     ev = evaluator_from_args(args)
-    recipe.validate(ev.adapter.num_layers, ev.adapter.num_heads)
+    ev.adapter.validate(recipe)
     setup = time.perf_counter() - t0
     result = ev.evaluate(recipe, latency=not args.no_latency)
     if args.predictions:

@@ -1,0 +1,152 @@
+"""The command line, in-process: JSON on stdout, and one sentence + status 2 for every bad input."""
+
+import json
+import os
+
+import pytest
+
+from analysis.cli import main
+from tiny_models import tiny_dataset, tiny_loaded
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny_model")
+    loaded = tiny_loaded()
+    loaded.model.save_pretrained(str(d))
+    loaded.tokenizer.save_pretrained(str(d))
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def data_csv(tmp_path_factory):
+    ds = tiny_dataset(40)
+    path = tmp_path_factory.mktemp("data") / "tiny.csv"
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["utterance", "intent"])
+        for t, y in zip(ds.texts, ds.labels):
+            w.writerow([t, ds.label_names[y]])
+    return str(path)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info(capsys, model_dir):
+    code, out, err = run(capsys, "info", "--model", model_dir)
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["num_layers"] == 3 and info["num_heads"] == 4 and info["model_type"] == "bert"
+    assert info["labels"] == ["card", "transfer", "refund"]
+
+
+def test_evaluate_with_recipe_and_predictions(capsys, model_dir, data_csv, tmp_path):
+    preds = tmp_path / "preds.jsonl"
+    base = ["evaluate", "--model", model_dir, "--data", data_csv, "--text-column", "utterance",
+            "--label-column", "intent", "--no-latency"]
+    code, out, err = run(capsys, *base)
+    assert code == 0, err
+    baseline = json.loads(out)
+    code, out, err = run(capsys, *base, "--mask-heads", "0:1,2:3", "--drop-layers", "1", "--bits", "8",
+                         "--predictions", str(preds))
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["num_examples"] == 40 and result["mode"] == "simulated"
+    assert result["recipe"]["masked_heads"] == [[0, 1], [2, 3]] and result["recipe"]["dropped_layers"] == [1]
+    assert result["size"]["mb"] < baseline["size"]["mb"]
+    lines = [json.loads(l) for l in preds.read_text().splitlines()]
+    assert len(lines) == 40 and {"index", "label", "prediction", "logits"} <= set(lines[0])
+    assert sum(l["prediction"] == l["label"] for l in lines) / 40 == pytest.approx(result["metrics"]["accuracy"])
+
+
+def test_materialize_then_evaluate_materialized(capsys, model_dir, data_csv, tmp_path):
+    out_dir = tmp_path / "pruned"
+    code, out, err = run(capsys, "materialize", "--model", model_dir, "--mask-heads", "0:0,0:1,1:2", "--out", str(out_dir))
+    assert code == 0, err
+    saved = json.loads(out)
+    assert saved["parameters"] < saved["baseline_parameters"] and not saved["plain_transformers_loadable"]
+    code, out, err = run(capsys, "info", "--model", str(out_dir))
+    assert code == 0, err
+    assert json.loads(out)["kind"] == "materialized"
+    # the pruned model's predictions equal the simulated masked model's predictions
+    common = ["--data", data_csv, "--text-column", "utterance", "--label-column", "intent", "--no-latency"]
+    _, sim_out, _ = run(capsys, "evaluate", "--model", model_dir, "--mask-heads", "0:0,0:1,1:2", *common)
+    _, mat_out, _ = run(capsys, "evaluate", "--model", str(out_dir), *common)
+    assert json.loads(sim_out)["metrics"] == json.loads(mat_out)["metrics"]
+
+
+def _write(path, text, encoding="utf-8"):
+    with open(path, "w", encoding=encoding) as f:
+        f.write(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown_name", "neither a demo model"),
+    ("not_model_dir", "not a model directory"),
+    ("bad_recipe_json", "not valid JSON"),
+    ("recipe_all_layers", "drops every layer"),
+    ("recipe_head", "does not exist"),
+    ("recipe_bits", "not supported"),
+    ("missing_column", "columns"),
+    ("empty_file", "empty"),
+    ("not_utf8", "UTF-8"),
+    ("unknown_labels", "label"),
+    ("missing_file", "does not exist"),
+    ("bad_limit", "--limit"),
+])
+def test_bad_input_gives_one_sentence(case, message, capsys, model_dir, data_csv, tmp_path):
+    ev = ["evaluate", "--model", model_dir, "--data", data_csv, "--text-column", "utterance",
+          "--label-column", "intent", "--no-latency"]
+    argv = {
+        "unknown_name": ["info", "--model", "no such model!"],
+        "not_model_dir": ["info", "--model", str(tmp_path)],
+        "bad_recipe_json": ev + ["--recipe", _write(tmp_path / "r.json", "{not json")],
+        "recipe_all_layers": ev + ["--drop-layers", "0,1,2"],
+        "recipe_head": ev + ["--mask-heads", "0:9"],
+        "recipe_bits": ev + ["--bits", "1"],
+        "missing_column": ["evaluate", "--model", model_dir, "--data", data_csv, "--text-column", "text",
+                           "--label-column", "intent", "--no-latency"],
+        "empty_file": ["evaluate", "--model", model_dir, "--data", _write(tmp_path / "e.csv", ""), "--no-latency"],
+        "not_utf8": ["evaluate", "--model", model_dir, "--data", _write(tmp_path / "l.csv", "text,label\ncaf\xe9,0\n", "latin-1"), "--no-latency"],
+        "unknown_labels": ["evaluate", "--model", model_dir, "--data",
+                           _write(tmp_path / "u.csv", "text,label\nhello there,weather\nhi,news\n"), "--no-latency"],
+        "missing_file": ["evaluate", "--model", model_dir, "--data", str(tmp_path / "nope.csv"), "--no-latency"],
+        "bad_limit": ev + ["--limit", "0"],
+    }[case]
+    code, out, err = run(capsys, *argv)
+    assert code == 2, (out, err)
+    assert out == ""
+    lines = [l for l in err.strip().splitlines() if l]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message.lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in err
+
+
+def test_pickle_checkpoint_refused_without_flag(capsys, tmp_path):
+    import torch
+
+    loaded = tiny_loaded()
+    loaded.model.config.save_pretrained(str(tmp_path))
+    loaded.tokenizer.save_pretrained(str(tmp_path))
+    torch.save(loaded.model.state_dict(), tmp_path / "pytorch_model.bin")
+    code, _, err = run(capsys, "info", "--model", str(tmp_path))
+    assert code == 2 and "pickle" in err and "--allow-pickle" in err
+    code, out, err = run(capsys, "info", "--model", str(tmp_path), "--allow-pickle")
+    assert code == 0, err
+
+
+def test_hub_id_offline_fails_fast_with_one_sentence(capsys, monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    code, _, err = run(capsys, "info", "--model", "bert-base-uncased")
+    assert code == 2 and "not reachable" in err and len(err.strip().splitlines()) == 1
+    assert time.perf_counter() - t0 < 20
