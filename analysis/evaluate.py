@@ -114,6 +114,10 @@ class Evaluator:
             raise HeadroomError(f"Unknown dtype '{dtype}'; choose fp32, bf16 or fp16.")
         if dtype == "fp16" and loaded.device.type == "cpu":
             raise HeadroomError("fp16 is for CUDA; use bf16 on a CPU.")
+        from .limits import check
+
+        check(loaded.device.type, examples=len(dataset), max_length=max_length,
+              batch_size=batch_size or DEFAULT_BATCH_SIZE[loaded.device.type])
         self.loaded = loaded
         self.adapter = loaded.adapter
         self.device = loaded.device
