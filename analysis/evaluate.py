@@ -236,6 +236,12 @@ class Evaluator:
         )
 
     # ------------------------------------------------------------------------------- latency
+    @property
+    def typical_seq_len(self) -> int:
+        """Median real length of the dataset's examples, rounded up to a multiple of 8."""
+        lengths = torch.cat([b.attention_mask.sum(1).cpu() for b in self.batches])
+        return int(min(self.max_length, -(-int(lengths.median()) // 8) * 8))
+
     def latency_batch(self, batch_size: int = 32, seq_len: int = 128):
         """A fixed-shape batch (B, T) of real tokens from the dataset, for timing."""
         ids, mask = [], []
@@ -263,7 +269,7 @@ class Evaluator:
         Fake-quantised weights run fp32 kernels, so for bit changes this says nothing about a real
         int8 model: `quantize_real` and the materialized model measure that.
         """
-        seq_len = seq_len or min(128, max(b.input_ids.shape[1] for b in self.batches))
+        seq_len = seq_len or self.typical_seq_len
         sim = self.simulators.get(recipe, self.sim_dtype)
         batch = self.latency_batch(batch_size, seq_len)
         times = measure(lambda: sim.forward(batch), repeats=repeats, device=self.device)
