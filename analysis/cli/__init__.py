@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["train"]:  # training has its own argument parser (analysis/train.py)
             from .. import train
 
-            train.main(argv[1:])
-            return 0
+            return train.main(argv[1:])
         args = build_parser().parse_args(argv)
         result = args.func(args)
     except HeadroomError as e:
