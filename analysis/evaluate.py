@@ -14,6 +14,7 @@ threads at once: it reads shared state and writes only its own result.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import threading
 import time
@@ -183,8 +184,11 @@ class Evaluator:
         the reference the incremental path is tested and benchmarked against.
         """
         self.adapter.validate(recipe)
-        if recipe.is_baseline() and self.baseline is not None and not latency and not full:
-            return self.baseline
+        if recipe.is_baseline() and self.baseline is not None and not full:
+            result = dataclasses.replace(self.baseline, recipe=recipe.to_dict())  # the cached full pass
+            if latency:
+                result.latency = self.measure_latency(recipe).to_dict()
+            return result
         sim = self.simulators.get(recipe, self.sim_dtype)
         use_trace = self.trace is not None and not full
         start = recipe.first_changed_layer(self.adapter.num_layers) if use_trace else 0

@@ -119,7 +119,8 @@ def resolve_device(device: str | None) -> torch.device:
 def device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"{torch.cuda.get_device_name(dev)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
-    return f"CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    threads = torch.get_num_threads()
+    return f"CPU, {threads} thread{'s' if threads != 1 else ''} (torch {torch.__version__})"
 
 
 def select(ds: TextDataset, positions: list[int]) -> TextDataset:
@@ -281,7 +282,8 @@ def save_demo_checkpoint(model, tokenizer, out_dir: str, result: dict, base_pack
 
 def model_card(r: dict, train_ds: TextDataset, test: TextDataset | None) -> str:
     data_key = r["data"].lower().replace("glue:", "").replace("-", "")
-    lines = [f"# Headroom demo model: MiniLM-L6 fine-tuned on {r['data']}", "",
+    base = "MiniLM-L6" if r["base"].lower() == "minilm" else r["base"]
+    lines = [f"# Headroom demo model: {base} fine-tuned on {r['data']}", "",
              "## How it was made", "", "```", r["command"], "```", "",
              f"- Base: {BASE_NOTE if r['base'].lower() == 'minilm' else r['base']}.",
              f"- Data: {DATA_NOTES.get(data_key, r['data'])}",
@@ -289,7 +291,7 @@ def model_card(r: dict, train_ds: TextDataset, test: TextDataset | None) -> str:
              + (f" ({r['holdout_examples']:,} more held out, stratified, for choosing hyper-parameters)."
                 if r["holdout_examples"] else ".")
              + f" {len(train_ds.label_names)} classes.",
-             f"- Hyper-parameters: {r['epochs']} epochs, AdamW lr {r['lr']:g} (linear warm-up over "
+             f"- Hyper-parameters: {r['epochs']} epoch{'s' if r['epochs'] != 1 else ''}, AdamW lr {r['lr']:g} (linear warm-up over "
              f"{r['warmup_ratio']:.0%} of steps, then linear decay), weight decay {r['weight_decay']:g}, "
              f"batch size {r['batch_size']}, max length {r['max_length']} tokens, gradient clipping 1.0, "
              f"seed {r['seed']}, word embeddings {'frozen' if r['freeze_word_embeddings'] else 'trained'}, "
