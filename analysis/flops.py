@@ -1,0 +1,205 @@
+"""Counted costs of a model under a Recipe, per component and layer: FLOPs, parameters, bytes.
+
+Everything here is analytic (nothing runs); `profile.py` measures time against these counts.
+Parameters and bytes follow `size.size_report` exactly (quantised matrices pay for their scales;
+biases, LayerNorms and the head stay fp32; ALBERT's shared layer is stored once) — a test checks
+that the per-component rows sum to its totals and to the model's own parameter count.
+
+FLOPs:
+The counting follows the usual Transformer accounting (Kaplan et al. 2020, "Scaling Laws", table 1;
+the same convention as fvcore and DeepSpeed's flops profiler for matmuls):
+
+- **a multiply-add is 2 FLOPs**: a linear layer on (B*T, d_in) -> (B*T, d_out) costs
+  2*B*T*d_in*d_out, plus B*T*d_out for its bias;
+- element-wise work is counted too, but kept apart in `FlopCount.elementwise` so the matmul count
+  can be checked against a hand count: LayerNorm 7 FLOPs per element (mean, subtract, square, sum,
+  rsqrt-scale, gamma, beta) plus 1 for the residual add before it; softmax 5 per score (max,
+  subtract, exp, sum, divide) plus 2 for the 1/sqrt(hs) scale and the mask add; GELU 5 per element
+  (a transcendental such as erf, exp or tanh counts as one FLOP), ReLU 1;
+- the embedding is a table lookup: 0 FLOPs, but adding the word/position/type rows and the
+  embedding LayerNorm are counted (and ELECTRA's / ALBERT's projection up to the hidden size);
+- attention runs over the full padded length T (dense kernels compute padded positions too);
+- the pooler and classifier see one vector per example (the [CLS] token), not B*T.
+
+Recipes: a layer with nh of its heads kept costs nh/H of its Q/K/V, scores and output-projection
+FLOPs (heads are sliced out, as `simulate` and `materialize` do); a dropped layer costs nothing.
+Shapes are read from the weights, so an already pruned model (uneven heads) is counted as it is.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from torch import nn
+
+from .adapters import Adapter
+from .quantize import quantized_bytes
+from .recipe import Recipe
+
+MATMUL = 2  # FLOPs per multiply-add
+LAYERNORM = 7  # per element
+RESIDUAL = 1  # the add before each post-LN LayerNorm, per element
+SOFTMAX = 5  # per attention score
+SCALE_AND_MASK = 2  # per attention score
+ACTIVATION = {"relu": 1}  # per element; GELU and its variants: DEFAULT_ACTIVATION
+DEFAULT_ACTIVATION = 5
+HEAD_ACTIVATION = 1  # tanh / ReLU / GELU on the pooled (B, D) vector: one per element
+
+#: The pieces of the forward, in the order the data flows through them. Every profile table
+#: (parameters, bytes, FLOPs, time) uses exactly these names.
+COMPONENTS = (
+    "embeddings",  # lookup (0 FLOPs) + sum of word/position/type rows + LayerNorm (+ projection)
+    "attention_qkv",  # W_Q, W_K, W_V
+    "attention_scores",  # QK^T, scale, mask, softmax, probs @ V: no parameters
+    "attention_output",  # W_O
+    "layernorm",  # residual add + LayerNorm, twice per layer
+    "ffn_up",  # hidden -> intermediate, with the activation
+    "ffn_down",  # intermediate -> hidden
+    "classifier",  # pooler + classification head, on the [CLS] vector
+)
+
+
+@dataclass
+class FlopCount:
+    component: str
+    layer: int | None  # None for embeddings and classifier
+    matmul: int  # FLOPs of matrix products (2 per multiply-add)
+    elementwise: int  # bias adds, softmax, LayerNorm, activation, residual adds
+
+    @property
+    def total(self) -> int:
+        return self.matmul + self.elementwise
+
+
+def linear_flops(rows: int, d_in: int, d_out: int, bias: bool = True) -> tuple[int, int]:
+    """(matmul, elementwise) FLOPs of a linear layer applied to `rows` vectors."""
+    return MATMUL * rows * d_in * d_out, (rows * d_out if bias else 0)
+
+
+def layer_flops(
+    batch_size: int, seq_len: int, hidden_size: int, num_heads: int, head_size: int,
+    intermediate_size: int, activation: str = "gelu", layer: int | None = None,
+) -> list[FlopCount]:
+    """FLOPs of one post-LN encoder layer keeping `num_heads` heads, per component."""
+    B, T, D, nh, hs, I = batch_size, seq_len, hidden_size, num_heads, head_size, intermediate_size
+    tokens, width = B * T, nh * hs
+    act = ACTIVATION.get(activation, DEFAULT_ACTIVATION)
+    qkv_mm, qkv_el = linear_flops(tokens, D, width)
+    scores = B * nh * T * T  # (B, nh, T, T) attention scores
+    o_mm, o_el = linear_flops(tokens, width, D) if nh else (0, 0)  # 0 heads: W_O's bias only, no add
+    up_mm, up_el = linear_flops(tokens, D, I)
+    down_mm, down_el = linear_flops(tokens, I, D)
+    return [
+        FlopCount("attention_qkv", layer, 3 * qkv_mm, 3 * qkv_el),
+        # QK^T: (B, nh, T, hs) @ (B, nh, hs, T); context: (B, nh, T, T) @ (B, nh, T, hs)
+        FlopCount("attention_scores", layer, 2 * MATMUL * scores * hs, scores * (SOFTMAX + SCALE_AND_MASK)),
+        FlopCount("attention_output", layer, o_mm, o_el),
+        FlopCount("layernorm", layer, 0, 2 * tokens * D * (LAYERNORM + RESIDUAL)),
+        FlopCount("ffn_up", layer, up_mm, up_el + tokens * I * act),
+        FlopCount("ffn_down", layer, down_mm, down_el),
+    ]
+
+
+def activation_name(adapter: Adapter) -> str:
+    return str(getattr(adapter.model.config, adapter.spec.activation_attr, "gelu"))
+
+
+def embedding_flops(adapter: Adapter, batch_size: int, seq_len: int) -> FlopCount:
+    tokens = batch_size * seq_len
+    E = adapter.word_embeddings.weight.shape[1]
+    tables = sum(1 for m in adapter.embeddings.modules() if isinstance(m, nn.Embedding))
+    elementwise = tokens * E * (tables - 1 + LAYERNORM)  # sum the looked-up rows, then LayerNorm
+    matmul = 0
+    projection = adapter.embedding_projection()
+    if projection is not None:
+        mm, el = linear_flops(tokens, projection.in_features, projection.out_features, projection.bias is not None)
+        matmul, elementwise = matmul + mm, elementwise + el
+    return FlopCount("embeddings", None, matmul, elementwise)
+
+
+def classifier_flops(adapter: Adapter, batch_size: int) -> FlopCount:
+    matmul = elementwise = 0
+    linears = [m for module in adapter.classifier_modules().values() for m in module.modules() if isinstance(m, nn.Linear)]
+    for i, lin in enumerate(linears):
+        mm, el = linear_flops(batch_size, lin.in_features, lin.out_features, lin.bias is not None)
+        matmul += mm
+        elementwise += el + (batch_size * lin.out_features * HEAD_ACTIVATION if i < len(linears) - 1 else 0)
+    return FlopCount("classifier", None, matmul, elementwise)
+
+
+def count_flops(adapter: Adapter, recipe: Recipe | None = None, batch_size: int = 1, seq_len: int = 128) -> list[FlopCount]:
+    """FLOPs of one forward pass on (batch_size, seq_len) under `recipe`, per component and layer."""
+    recipe = recipe or Recipe()
+    adapter.validate(recipe)
+    counts = [embedding_flops(adapter, batch_size, seq_len)]
+    dropped = set(recipe.dropped_layers)
+    act = activation_name(adapter)
+    for i in range(adapter.num_layers):
+        if i in dropped:
+            continue
+        parts = adapter.layer(i)
+        nh = len(recipe.kept_heads(i, adapter.heads_in_layer(i)))
+        counts += layer_flops(batch_size, seq_len, adapter.hidden_size, nh, adapter.head_size,
+                              parts.ffn_in.weight.shape[0], act, layer=i)
+    counts.append(classifier_flops(adapter, batch_size))
+    return counts
+
+
+def flops_by_component(counts: list[FlopCount]) -> dict[str, int]:
+    """Total FLOPs per component (summed over layers), in COMPONENTS order."""
+    by: dict[str, int] = defaultdict(int)
+    for c in counts:
+        by[c.component] += c.total
+    return {k: by[k] for k in COMPONENTS if k in by}
+
+
+def total_flops(counts: list[FlopCount]) -> int:
+    return sum(c.total for c in counts)
+
+
+# ------------------------------------------------------------------------------- parameters
+@dataclass
+class ParamCount:
+    component: str
+    layer: int | None
+    params: int
+    bytes: float
+
+
+def count_parameters(adapter: Adapter, recipe: Recipe | None = None) -> list[ParamCount]:
+    """Parameters and bytes per component and layer; sums equal `size_report(adapter, recipe)`."""
+    recipe = recipe or Recipe()
+    hs = adapter.head_size
+    q = dict(granularity=recipe.granularity, symmetric=recipe.symmetric, head_size=hs, num_groups=recipe.num_groups)
+    word = adapter.word_embeddings.weight
+    params, nbytes = word.numel(), quantized_bytes(tuple(word.shape), recipe.embedding_bits, role="embedding", **q)
+    rest = [p for n, p in adapter.embeddings.named_parameters() if not n.startswith("word_embeddings")]
+    projection = adapter.embedding_projection()
+    rest += list(projection.parameters()) if projection is not None else []
+    params += sum(p.numel() for p in rest)
+    rows = [ParamCount("embeddings", None, params, nbytes + 4.0 * sum(p.numel() for p in rest))]
+
+    bits = recipe.layer_bits(adapter.num_layers)
+    dropped, counted_shared = set(recipe.dropped_layers), False
+    for i in range(adapter.num_layers):
+        if i in dropped or (adapter.shares_layers() and counted_shared):
+            continue  # ALBERT's shared layer is stored once: its parameters sit on the first kept layer
+        counted_shared = True
+        parts = adapter.layer(i)
+        width = len(recipe.kept_heads(i, adapter.heads_in_layer(i))) * hs
+        by: dict[str, list] = defaultdict(lambda: [0, 0.0])
+        for role, comp in (("query", "attention_qkv"), ("key", "attention_qkv"), ("value", "attention_qkv"),
+                           ("attention_output", "attention_output"), ("ffn_in", "ffn_up"), ("ffn_out", "ffn_down")):
+            out_f, in_f = getattr(parts, role).weight.shape
+            shape = {"query": (width, in_f), "key": (width, in_f), "value": (width, in_f),
+                     "attention_output": (out_f, width)}.get(role, (out_f, in_f))
+            numel = shape[0] * shape[1]
+            by[comp][0] += numel + shape[0]  # weight + bias (fp32)
+            by[comp][1] += (quantized_bytes(shape, bits[i], role=role, **q) if numel else 0.0) + 4.0 * shape[0]
+        ln = sum(p.numel() for m in (parts.attention_layernorm, parts.ffn_layernorm) for p in m.parameters())
+        by["layernorm"] = [ln, 4.0 * ln]
+        rows += [ParamCount(c, i, *by[c]) for c in COMPONENTS if c in by]
+    head = sum(p.numel() for m in adapter.classifier_modules().values() for p in m.parameters())
+    rows.append(ParamCount("classifier", None, head, 4.0 * head))
+    return rows
