@@ -13,16 +13,26 @@ Granularity decides which weights share one range (a scale, plus a zero-point if
 - groups:      `num_groups` equal row groups per matrix (Q-BERT's "N groups").
 Ranges cost memory too: each is counted as a 32-bit scale (plus a 32-bit zero-point when
 asymmetric) in `quantized_bytes`.
+
+`quantize_weight` returns the integer codes and ranges themselves (for tests and for real packing);
+`quantization_error` is ||W - Q(W)||^2, the quantity Q-BERT's bit allocation weighs by the Hessian.
+Activations (`fake_quantize_activations`) use one dynamic symmetric range per tensor.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
+from .errors import HeadroomError
+
 FP16_BITS = 16
 FULL_BITS = 32
+#: the weight bit-widths offered in the tools (Recipe also accepts 7).
+QUANT_BITS = (2, 3, 4, 5, 6, 8, 16, 32)
 
 
 def _group_view(weight: torch.Tensor, granularity: str, *, role: str, head_size: int, num_groups: int):
@@ -65,6 +75,65 @@ def num_ranges(shape: tuple[int, int], granularity: str, *, role: str, head_size
     return _largest_divisor_at_most(out_features, num_groups)
 
 
+@dataclass
+class QuantizedWeight:
+    """Integer codes and ranges of one matrix: `dequantize()` gives what an int kernel would use.
+
+    `q` holds the integer levels in the (G, n) grouped layout (one row per range); `scale` and
+    `zero_point` are (G, 1). Symmetric codes lie in [-(2^(b-1)-1), 2^(b-1)-1] (zero_point = 0),
+    asymmetric ones in [0, 2^b - 1].
+    """
+
+    q: torch.Tensor  # (G, n) integer levels, stored as float
+    scale: torch.Tensor  # (G, 1)
+    zero_point: torch.Tensor  # (G, 1), zeros when symmetric
+    bits: int
+    symmetric: bool
+    restore: Callable = field(repr=False)  # (G, n) -> original (out, in) layout
+    shape: tuple = ()
+
+    @property
+    def num_ranges(self) -> int:
+        return self.scale.shape[0]
+
+    def dequantize(self) -> torch.Tensor:
+        return self.restore((self.q - self.zero_point) * self.scale).reshape(self.shape)
+
+
+@torch.no_grad()
+def quantize_weight(
+    weight: torch.Tensor,
+    bits: int,
+    *,
+    granularity: str = "per-tensor",
+    symmetric: bool = True,
+    role: str = "ffn_in",
+    head_size: int = 64,
+    num_groups: int = 12,
+) -> QuantizedWeight:
+    """Integer codes + scales (+ zero-points) of a (out, in) matrix at 2..8 bits (or any < 16)."""
+    if not 1 < bits < FP16_BITS:
+        raise HeadroomError(f"Integer quantisation needs 2 to 15 bits (got {bits}); 16 and 32 are float formats.")
+    w = weight.float()
+    if w.dim() == 1:
+        w = w.unsqueeze(0)
+    groups, restore = _group_view(w, granularity, role=role, head_size=head_size, num_groups=num_groups)
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1  # e.g. 127 for 8 bits, 1 for 2 bits: levels {-1, 0, 1}
+        scale = groups.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / qmax
+        zero_point = torch.zeros_like(scale)
+        q = torch.clamp(torch.round(groups / scale), -qmax, qmax)
+    else:
+        qmax = 2**bits - 1
+        # The range always contains 0, so zero (padding, pruned weights) stays exactly zero.
+        lo = groups.amin(dim=1, keepdim=True).clamp_max(0.0)
+        hi = groups.amax(dim=1, keepdim=True).clamp_min(0.0)
+        scale = (hi - lo).clamp_min(1e-12) / qmax
+        zero_point = torch.round(-lo / scale)
+        q = torch.clamp(torch.round(groups / scale) + zero_point, 0, qmax)
+    return QuantizedWeight(q, scale, zero_point, bits, symmetric, restore, tuple(weight.shape))
+
+
 @torch.no_grad()
 def fake_quantize(
     weight: torch.Tensor,
@@ -81,24 +150,28 @@ def fake_quantize(
         return weight
     if bits == FP16_BITS:
         return weight.to(torch.float16).to(weight.dtype)
-    w = weight.float()
-    if w.dim() == 1:
-        w = w.unsqueeze(0)
-    groups, restore = _group_view(w, granularity, role=role, head_size=head_size, num_groups=num_groups)
-    if symmetric:
-        qmax = 2 ** (bits - 1) - 1  # e.g. 127 for 8 bits, 1 for 2 bits: levels {-1, 0, 1}
-        scale = groups.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / qmax
-        q = torch.clamp(torch.round(groups / scale), -qmax, qmax)
-        deq = q * scale
-    else:
-        qmax = 2**bits - 1
-        lo = groups.amin(dim=1, keepdim=True).clamp_max(0.0)
-        hi = groups.amax(dim=1, keepdim=True).clamp_min(0.0)
-        scale = (hi - lo).clamp_min(1e-12) / qmax
-        zero_point = torch.round(-lo / scale)
-        q = torch.clamp(torch.round(groups / scale) + zero_point, 0, qmax)
-        deq = (q - zero_point) * scale
-    return restore(deq).reshape(weight.shape).to(weight.dtype)
+    qw = quantize_weight(weight, bits, granularity=granularity, symmetric=symmetric, role=role,
+                         head_size=head_size, num_groups=num_groups)
+    return qw.dequantize().to(weight.dtype)
+
+
+@torch.no_grad()
+def quantization_error(
+    weight: torch.Tensor,
+    bits: int,
+    *,
+    granularity: str = "per-tensor",
+    symmetric: bool = True,
+    role: str = "ffn_in",
+    head_size: int = 64,
+    num_groups: int = 12,
+) -> float:
+    """Squared error ||W - Q(W)||^2 of fake-quantising `weight` (0 at 32 bits)."""
+    if bits >= FULL_BITS:
+        return 0.0
+    deq = fake_quantize(weight, bits, granularity=granularity, symmetric=symmetric, role=role,
+                        head_size=head_size, num_groups=num_groups)
+    return float((weight.float() - deq.float()).pow(2).sum())
 
 
 @torch.no_grad()

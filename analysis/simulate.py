@@ -121,7 +121,7 @@ def encoder_layer(
     x: torch.Tensor,  # (B, T, D) hidden states entering the layer
     mask: torch.Tensor,  # (B, 1, 1, T) additive attention mask
     lw: LayerWeights,
-    gates: torch.Tensor | None = None,  # (nh,) multiplies each kept head's output
+    gates: torch.Tensor | None = None,  # (nh,) or per example (B, nh): multiplies each kept head's output
     return_probs: bool = False,
 ):
     """One post-LN Transformer encoder layer (BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT)."""
@@ -143,7 +143,7 @@ def encoder_layer(
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=hs**-0.5)
         if gates is not None:
-            ctx = ctx * gates.view(1, nh, 1, 1).to(ctx.dtype)
+            ctx = ctx * gates.view(-1, nh, 1, 1).to(ctx.dtype)  # (1 or B, nh, 1, 1)
         ctx = ctx.transpose(1, 2).reshape(B, T, nh * hs)  # (B, T, nh*hs)
         attn_out = F.linear(fake_quantize_activations(ctx, lw.activation_bits), lw.wo, lw.bo)
     a = F.layer_norm(x + attn_out, (D,), *lw.ln1)

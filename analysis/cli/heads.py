@@ -1,0 +1,153 @@
+"""Head commands: importance, head-stats, keep-one-head, prune-curve (JSON out; L x H as nested lists)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..errors import HeadroomError
+from .common import add_data_args, add_model_args, evaluator_from_args, load_data_from_args, load_model_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("importance", help="importance of every head (L x H): michel, ablation, entropy, taylor")
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--method", default="michel",
+                   help="michel, ablation, entropy or taylor; a comma list (e.g. michel,ablation) also reports "
+                        "Spearman rank agreement between them (default: michel)")
+    p.add_argument("--normalize-layer", action="store_true", help="divide each layer's scores by their L2 norm")
+    p.add_argument("--label-free", action="store_true", help="the model's own predictions as targets (no labels)")
+    p.add_argument("--per-example", action="store_true",
+                   help="michel: |gradient| per example (the paper's formula) instead of per batch (authors' code)")
+    p.add_argument("--halves", action="store_true",
+                   help="also score two random halves of the data and report their rank agreement")
+    p.set_defaults(func=cmd_importance)
+
+    p = sub.add_parser("head-stats", help="attention statistics per head (Clark et al. 2019)")
+    add_model_args(p)
+    add_data_args(p)
+    p.set_defaults(func=cmd_head_stats)
+
+    p = sub.add_parser("keep-one-head", help="per layer: metric with only its best head kept / all heads masked")
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--label-free", action="store_true", help="agreement with the model's own predictions")
+    p.set_defaults(func=cmd_keep_one_head)
+
+    p = sub.add_parser("prune-curve", help="metric vs fraction of heads masked, by importance / random / reverse")
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--step", type=float, default=0.1, help="fraction of all heads masked per step (default 0.1)")
+    p.add_argument("--order", default="importance",
+                   help="importance, random or reverse; a comma list runs several (default: importance)")
+    p.add_argument("--seeds", type=int, default=3, help="random orders to average (default 3)")
+    p.add_argument("--recompute", action="store_true", help="recompute importance after each step")
+    p.add_argument("--method", default="michel", choices=["michel", "ablation", "entropy", "taylor"])
+    p.add_argument("--no-normalize-layer", action="store_true",
+                   help="rank gradient scores without the per-layer L2 normalisation")
+    p.add_argument("--label-free", action="store_true", help="agreement with the model's own predictions")
+    p.set_defaults(func=cmd_prune_curve)
+
+
+def _label_free(args):
+    return True if args.label_free else None
+
+
+def _where(ev, seconds: float) -> dict:
+    return {
+        "model": ev.loaded.name,
+        "data": ev.dataset.name,
+        "num_examples": len(ev.dataset),
+        "device": str(ev.device),
+        "threads": torch.get_num_threads(),
+        "dtype": ev.dtype_name,
+        "baseline": {"metric_name": ev.baseline.metric_name, "metric": ev.baseline.metric},
+        "seconds": round(seconds, 3),
+    }
+
+
+def _methods(text: str) -> list[str]:
+    from ..importance import METHODS
+
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if not methods or bad:
+        raise HeadroomError(f"Unknown importance method '{', '.join(bad) or text}'; choose from {', '.join(METHODS)}.")
+    return methods
+
+
+def cmd_importance(args) -> dict:
+    from ..evaluate import Evaluator
+    from ..importance import agreement_matrix, compute_importance, rank_agreement, split_in_halves
+
+    methods = _methods(args.method)
+    t0 = time.perf_counter()
+    loaded = load_model_from_args(args)
+    ev = evaluator_from_args(args, loaded)
+    kw = dict(normalize_layer=args.normalize_layer, label_free=_label_free(args))
+    extra = {"per_example": True} if args.per_example else {}
+    results = {m: compute_importance(ev, m, **kw, **(extra if m == "michel" else {})) for m in methods}
+    out = _where(ev, time.perf_counter() - t0)
+    out["what"] = "head importance, one L x H array per method (rows = layers, columns = heads; simulated)"
+    out["importance"] = {m: r.to_dict() for m, r in results.items()}
+    if len(methods) > 1:
+        out["spearman_between_methods"] = agreement_matrix(results)
+    if args.halves:
+        halves = split_in_halves(load_data_from_args(args, loaded), seed=args.seed)
+        out["spearman_between_halves"] = {}
+        for m in methods:
+            a, b = (compute_importance(Evaluator(loaded, h, max_length=args.max_length, batch_size=args.batch_size,
+                                                 dtype=args.dtype), m, **kw) for h in halves)
+            out["spearman_between_halves"][m] = {"rho": rank_agreement(a, b), "num_examples": [len(h) for h in halves]}
+    return out
+
+
+def cmd_head_stats(args) -> dict:
+    from ..heads import head_stats
+
+    t0 = time.perf_counter()
+    ev = evaluator_from_args(args)
+    stats = head_stats(ev)
+    out = _where(ev, time.perf_counter() - t0)
+    out.update(stats.to_dict())
+    return out
+
+
+def cmd_keep_one_head(args) -> dict:
+    from ..heads import keep_one_head
+
+    t0 = time.perf_counter()
+    ev = evaluator_from_args(args)
+    result = keep_one_head(ev, label_free=_label_free(args))
+    out = _where(ev, time.perf_counter() - t0)
+    out.update(result.to_dict())
+    return out
+
+
+def cmd_prune_curve(args) -> dict:
+    from ..heads import ORDERS, prune_curve
+    from ..importance import compute_importance
+
+    orders = [o.strip() for o in args.order.split(",") if o.strip()]
+    bad = [o for o in orders if o not in ORDERS]
+    if not orders or bad:
+        raise HeadroomError(f"Unknown pruning order '{', '.join(bad) or args.order}'; choose from {', '.join(ORDERS)}.")
+    t0 = time.perf_counter()
+    ev = evaluator_from_args(args)
+    normalize = not args.no_normalize_layer
+    shared = None  # one importance score for every non-recomputed order
+    if any(o != "random" for o in orders):
+        kw = {"normalize_layer": normalize} if args.method in ("michel", "taylor") else {}
+        shared = compute_importance(ev, args.method, label_free=_label_free(args), **kw)
+    curves = {o: prune_curve(ev, order=o, step=args.step, method=args.method, recompute=args.recompute,
+                             seeds=args.seeds, normalize_layer=normalize, label_free=_label_free(args),
+                             importance=shared) for o in orders}
+    out = _where(ev, time.perf_counter() - t0)
+    out["what"] = "metric (simulated) vs fraction of heads masked; max_fraction_within_1pt = largest fraction " \
+                  "with every step up to it within 1 point of the baseline; area_under_curve = mean metric"
+    out["curves"] = {o: c.to_dict() for o, c in curves.items()}
+    if shared is not None:
+        out["importance_seconds"] = round(shared.seconds, 3)
+    return out

@@ -1,0 +1,224 @@
+"""Real low-precision models: int8 kernels on CPU, bf16 on CPU, fp16/bf16 on CUDA.
+
+Where `quantize.fake_quantize` only *simulates* integer weights in fp32 maths, this module builds a
+model that really runs in lower precision, then measures it: latency of the HF forward on a fixed
+(batch 32, sequence 128) batch, the size of its serialized state dict in bytes, and accuracy on
+an Evaluator's batches. Numbers from here are "measured" and name their device and threads.
+
+int8 on CPU, two backends (Zafrir et al.'s Q8BERT scheme: int8 weights, dynamic int8 activations,
+as in the PyTorch BERT dynamic-quantisation tutorial):
+- "torchao": `torchao.quantization.quantize_(model, Int8DynamicActivationInt8WeightConfig())`,
+  the maintained path. On torch 2.13 CPU it runs, but (measured on a 2-core x86 CPU, MiniLM-L6,
+  batch 32 x 128) it was only ~1.2x faster than fp32 on one thread and *slower* on two;
+- "torch.ao": `torch.ao.quantization.quantize_dynamic` (fbgemm int8 GEMMs). Deprecated by PyTorch
+  in favour of torchao, but ~2x faster here. "auto" times torchao against fp32 on the model
+  and falls back to torch.ao when torchao gives no speed-up, and the result says so.
+Only nn.Linear layers are quantised (embeddings, LayerNorms stay fp32), as in both references.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import HeadroomError
+
+MODES = ("fp32", "int8", "bf16", "fp16")
+BACKENDS = ("auto", "torchao", "torch.ao")
+TORCH_AO_DEPRECATION = ("torch.ao.quantization.quantize_dynamic is deprecated by PyTorch (migrating to torchao); "
+                        "it is used because torchao's int8 path gave no CPU speed-up here")
+MIN_SPEEDUP = 1.1  # torchao must beat fp32 by this much for "auto" to keep it
+
+
+@dataclass
+class RealQuantResult:
+    """A really quantised model and what was measured on it."""
+
+    mode: str  # fp32 | int8 | bf16 | fp16
+    backend: str  # what built it: "torchao Int8DynamicActivationInt8WeightConfig", ...
+    latency: dict  # ms_per_batch, batch_size, seq_len, device, threads, repeats
+    serialized_bytes: int
+    metric_name: str | None = None
+    metric: float | None = None
+    agreement_with_fp32: float | None = None  # share of examples with the fp32 model's argmax
+    num_examples: int = 0
+    notes: list[str] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("model")
+        d["serialized_mb"] = round(self.serialized_bytes / 1e6, 3)
+        d["what"] = "measured: real low-precision kernels (not simulated)"
+        return d
+
+
+# ----------------------------------------------------------------------------------- building
+def _torchao_int8(model: nn.Module) -> nn.Module:
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    q = copy.deepcopy(model).float().eval()
+    quantize_(q, Int8DynamicActivationInt8WeightConfig())
+    return q
+
+
+def _torch_ao_int8(model: nn.Module) -> nn.Module:
+    q = copy.deepcopy(model).float().eval().cpu()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation is reported in the result's notes instead
+        return torch.ao.quantization.quantize_dynamic(q, {nn.Linear}, dtype=torch.qint8)
+
+
+def build(model: nn.Module, mode: str, *, backend: str = "auto", device: torch.device | str = "cpu",
+          probe_batch=None) -> tuple[nn.Module, str, list[str]]:
+    """Return (new model, backend description, notes). `model` itself is never modified.
+
+    For int8 with backend "auto", `probe_batch` (a Batch) is used to time torchao against fp32.
+    """
+    device = torch.device(device)
+    if mode not in MODES:
+        raise HeadroomError(f"Unknown real precision '{mode}'; choose from {', '.join(MODES)}.")
+    if backend not in BACKENDS:
+        raise HeadroomError(f"Unknown int8 backend '{backend}'; choose from {', '.join(BACKENDS)}.")
+    notes: list[str] = []
+    if mode == "fp32":
+        return copy.deepcopy(model).float().to(device).eval(), "fp32 (reference)", notes
+    if mode in ("bf16", "fp16"):
+        if mode == "fp16" and device.type == "cpu":
+            raise HeadroomError("fp16 kernels are for CUDA; use --real bf16 on a CPU.")
+        dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+        return copy.deepcopy(model).to(device=device, dtype=dtype).eval(), f"{mode} weights and activations", notes
+    # int8
+    if device.type != "cpu" and backend == "torch.ao":
+        raise HeadroomError("torch.ao dynamic int8 runs on CPU only; use --device cpu or --int8-backend torchao.")
+    if backend in ("torchao", "auto"):
+        try:
+            q = _torchao_int8(model.to(device) if device.type != "cpu" else model)
+        except Exception as e:  # torchao kernels missing for this device/build
+            if backend == "torchao":
+                raise HeadroomError(f"torchao int8 quantisation failed here ({type(e).__name__}: {e}).") from None
+            notes.append(f"torchao int8 failed ({type(e).__name__}); fell back to torch.ao")
+            q = None
+        if q is not None and backend == "torchao":
+            return q, "torchao Int8DynamicActivationInt8WeightConfig", notes
+        if q is not None and (device.type != "cpu" or probe_batch is None):
+            return q, "torchao Int8DynamicActivationInt8WeightConfig", notes
+        if q is not None:
+            fp32 = copy.deepcopy(model).float().eval()
+            t_fp = time_forward(fp32, probe_batch, repeats=3, warmup=1)
+            t_ao = time_forward(q, probe_batch, repeats=3, warmup=1)
+            speedup = t_fp / t_ao
+            if speedup >= MIN_SPEEDUP:
+                return q, "torchao Int8DynamicActivationInt8WeightConfig", notes
+            notes.append(f"torchao int8 was {speedup:.2f}x fp32 on this CPU ({torch.get_num_threads()} threads), "
+                         f"below {MIN_SPEEDUP}x: fell back to torch.ao")
+    notes.append(TORCH_AO_DEPRECATION)
+    return _torch_ao_int8(model), "torch.ao.quantization.quantize_dynamic (qint8, fbgemm; deprecated)", notes
+
+
+# ----------------------------------------------------------------------------------- measuring
+@torch.inference_mode()
+def time_forward(model: nn.Module, batch, *, repeats: int = 5, warmup: int = 2) -> float:
+    """Median seconds of the HF forward on `batch`."""
+    from .evaluate import measure
+
+    device = batch.input_ids.device
+    inputs = batch.model_inputs()
+    return statistics.median(measure(lambda: model(**inputs), warmup=warmup, repeats=repeats, device=device))
+
+
+def serialized_bytes(model: nn.Module) -> int:
+    """Bytes of the model's state dict on disk: safetensors for plain tensors, torch.save otherwise.
+
+    Quantised tensor subclasses (torchao) and packed params (torch.ao) are not plain tensors, so
+    those go through torch.save, which stores them as they are.
+    """
+    state = model.state_dict()
+    with tempfile.TemporaryDirectory() as d:
+        plain = all(type(v) is torch.Tensor for v in state.values())
+        path = os.path.join(d, "weights.safetensors" if plain else "weights.pt")
+        if plain:
+            from safetensors.torch import save_file
+
+            # Tied/shared storage is not allowed in safetensors: clone each tensor.
+            save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, path)
+        else:
+            torch.save(state, path)
+        return os.path.getsize(path)
+
+
+def synthetic_batch(tokenizer_vocab: int, batch_size: int, seq_len: int, device, seed: int = 0):
+    """A (B, T) batch of random real-vocabulary ids, all attended (for timing without data)."""
+    from .data import Batch
+
+    g = torch.Generator().manual_seed(seed)
+    low = 1000 if tokenizer_vocab > 2000 else 5  # skip BERT's special and unused ids
+    ids = torch.randint(low, tokenizer_vocab, (batch_size, seq_len), generator=g).to(device)
+    ones = torch.ones_like(ids)
+    return Batch(ids, ones, torch.zeros_like(ids), torch.arange(batch_size))
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, batches, n: int) -> np.ndarray:
+    """Argmax of the real model over an Evaluator's batches, in dataset order."""
+    preds = np.zeros(n, dtype=np.int64)
+    for b in batches:
+        logits = model(**b.model_inputs()).logits
+        preds[b.example_ids.cpu().numpy()] = logits.float().argmax(-1).cpu().numpy()
+    return preds
+
+
+def real_quantize(
+    model: nn.Module,
+    mode: str,
+    *,
+    evaluator=None,
+    backend: str = "auto",
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    seq_len: int = 128,
+    repeats: int = 5,
+    vocab_size: int | None = None,
+) -> RealQuantResult:
+    """Build the real `mode` model, then measure latency, serialized size and (with an evaluator) accuracy.
+
+    The latency batch is (batch_size, seq_len) of the evaluator's real tokens (padded to seq_len,
+    so the shape is fixed) or random ids without one.
+    """
+    device = torch.device(device)
+    if evaluator is not None:
+        batch = evaluator.latency_batch(batch_size, seq_len).to(device)
+    else:
+        vocab = vocab_size or getattr(model.config, "vocab_size", 30522)
+        batch = synthetic_batch(vocab, batch_size, seq_len, device)
+    t0 = time.perf_counter()
+    q, backend_used, notes = build(model, mode, backend=backend, device=device, probe_batch=batch)
+    build_s = time.perf_counter() - t0
+    ms = time_forward(q, batch, repeats=repeats) * 1000
+    result = RealQuantResult(
+        mode=mode, backend=backend_used, serialized_bytes=serialized_bytes(q), notes=notes, model=q,
+        latency={"ms_per_batch": round(ms, 2), "batch_size": batch_size, "seq_len": seq_len,
+                 "device": str(device), "threads": torch.get_num_threads(), "repeats": repeats,
+                 "build_seconds": round(build_s, 2)},
+    )
+    if evaluator is not None:
+        from .data import compute_metrics
+
+        batches = [b.to(device) for b in evaluator.batches]
+        n = len(evaluator.dataset)
+        preds = predict(q, batches, n)
+        result.num_examples = n
+        result.agreement_with_fp32 = float((preds == evaluator.baseline.predictions).mean())
+        if evaluator.labels is not None:
+            m = compute_metrics(evaluator.labels, preds, evaluator.dataset.metric, evaluator.loaded.num_labels)
+            result.metric_name, result.metric = m["metric_name"], m["metric"]
+    return result

@@ -1,0 +1,231 @@
+"""Quantisation: fake-quant maths, per-head ranges, exact size accounting, Hessian power iteration
+against an explicit Hessian, bit allocation, real int8, and the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from analysis.adapters import Adapter
+from analysis.errors import HeadroomError
+from analysis.evaluate import Evaluator
+from analysis.quantize import fake_quantize, quantization_error, quantize_weight, quantized_bytes
+from analysis.recipe import Recipe
+from analysis.sensitivity import (_FIELDS, allocate_bits, hessian_sensitivity, layer_loss_fn, top_eigenvalue,
+                                  uniform_bits_at_size)
+from analysis.simulate import ROLES, simulate
+from analysis.size import size_report
+from tiny_models import tiny_batch, tiny_dataset, tiny_loaded, tiny_model
+
+
+@pytest.mark.parametrize("granularity", ["per-tensor", "per-channel", "per-head", "groups"])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_error_decreases_with_bits(granularity, symmetric):
+    w = torch.randn(64, 48, generator=torch.Generator().manual_seed(0))
+    errs = [quantization_error(w, b, granularity=granularity, symmetric=symmetric, role="query", head_size=16,
+                               num_groups=4) for b in (2, 3, 4, 5, 6, 8, 16, 32)]
+    assert all(a > b for a, b in zip(errs, errs[1:-1])), errs
+    assert errs[-1] == 0.0 and errs[0] > 100 * errs[5]
+
+
+def test_finer_granularity_is_more_accurate_at_4_bits():
+    w = torch.randn(64, 48, generator=torch.Generator().manual_seed(1)) * torch.linspace(0.1, 3, 64)[:, None]
+    e = {g: quantization_error(w, 4, granularity=g, role="query", head_size=16) for g in ("per-tensor", "per-head", "per-channel")}
+    assert e["per-channel"] < e["per-head"] < e["per-tensor"]
+
+
+@pytest.mark.parametrize("role", ["query", "attention_output"])
+def test_per_head_ranges_are_really_per_head(role):
+    hs, heads, d = 8, 4, 32
+    w = torch.randn(heads * hs, d, generator=torch.Generator().manual_seed(2))
+    spiked = w.clone()
+    # a large outlier in head 0: rows 0..hs-1 of W_Q, or columns 0..hs-1 of W_O
+    if role == "query":
+        spiked[0, 0] = 100.0
+        head1 = (slice(hs, 2 * hs), slice(None))
+    else:
+        w, spiked = w.t().contiguous(), w.t().contiguous()  # W_O is (D, heads*hs)
+        spiked[0, 0] = 100.0
+        head1 = (slice(None), slice(hs, 2 * hs))
+    q = fake_quantize(w, 3, granularity="per-head", role=role, head_size=hs)
+    qs = fake_quantize(spiked, 3, granularity="per-head", role=role, head_size=hs)
+    assert torch.equal(q[head1], qs[head1])  # head 1 does not see head 0's outlier
+    per_tensor = fake_quantize(spiked, 3, granularity="per-tensor", role=role, head_size=hs)
+    assert not torch.equal(fake_quantize(w, 3, granularity="per-tensor", role=role)[head1], per_tensor[head1])
+    assert quantize_weight(w, 3, granularity="per-head", role=role, head_size=hs).num_ranges == heads
+
+
+def test_symmetric_8bit_error_is_at_most_half_a_step():
+    w = torch.randn(20, 30, generator=torch.Generator().manual_seed(3))
+    for g in ("per-tensor", "per-channel", "groups"):
+        qw = quantize_weight(w, 8, granularity=g, num_groups=5)
+        err = (qw.dequantize() - w).abs()
+        # each element's bound is its own range's scale / 2
+        scale = qw.restore(qw.scale.expand_as(qw.q)).reshape(w.shape)
+        assert (err <= scale / 2 + 1e-7).all()
+        assert qw.q.abs().max() <= 127 and torch.equal(qw.q, qw.q.round())
+
+
+def test_asymmetric_keeps_zero_exact_and_uses_all_levels():
+    w = torch.rand(6, 10, generator=torch.Generator().manual_seed(4)) + 0.5  # all positive
+    w[0, 0] = 0.0
+    qw = quantize_weight(w, 4, granularity="per-channel", symmetric=False)
+    assert qw.dequantize()[0, 0] == 0.0
+    assert qw.q.min() >= 0 and qw.q.max() == 15
+
+
+def test_size_accounting_by_hand():
+    # 4 x 8 matrix at 4 bits per output channel: 32 weights * 0.5 byte + 4 scales * 4 bytes
+    assert quantized_bytes((4, 8), 4, granularity="per-channel", symmetric=True, role="ffn_in", head_size=4, num_groups=1) == 16 + 16
+    # asymmetric adds a 4-byte zero-point per range
+    assert quantized_bytes((4, 8), 4, granularity="per-channel", symmetric=False, role="ffn_in", head_size=4, num_groups=1) == 16 + 32
+    # per head: W_Q (8 x 8) with head size 4 has 2 ranges; W_O (8 x 8) too (column blocks)
+    assert quantized_bytes((8, 8), 2, granularity="per-head", symmetric=True, role="query", head_size=4, num_groups=1) == 16 + 8
+    assert quantized_bytes((8, 8), 3, granularity="per-head", symmetric=True, role="attention_output", head_size=2, num_groups=1) == 24 + 16
+
+    # A whole tiny BERT (hidden 32, FFN 64, 3 layers) at 8 bits per tensor. Per layer:
+    # weights 4*32*32 + 2*32*64 = 8192 -> 8192 bytes + 6 scales * 4 = 8216 instead of 32768;
+    # biases (4*32 + 64 + 32) and LayerNorms stay fp32. So each layer saves 32768 - 8216 = 24552.
+    adapter = Adapter(tiny_model("bert"))
+    base, q8 = size_report(adapter, Recipe()), size_report(adapter, Recipe(weight_bits=8))
+    assert base.bytes == base.baseline_bytes
+    assert base.bytes - q8.bytes == 3 * 24552
+    # dropping a layer removes all of it: 8192 + 224 weights/biases + 128 LayerNorm values, fp32
+    assert base.bytes - size_report(adapter, Recipe(dropped_layers=[1])).bytes == (8192 + 224 + 128) * 4
+
+
+def _tiny_layer_setup(layer=1):
+    model = tiny_model("bert", layers=2, heads=2, hidden=4)
+    adapter = Adapter(model)
+    batch = tiny_batch(batch_size=4, seq_len=6)
+    labels = torch.tensor([0, 1, 2, 1])
+    with torch.no_grad():
+        sim = simulate(adapter, Recipe())
+        hidden = sim.forward(batch, output_hidden_states=True).hidden_states[layer]
+    prepared = sim.layers
+    params = [getattr(prepared[layer], _FIELDS[r]).detach().clone().requires_grad_(True) for r in ROLES]
+    return adapter, batch, labels, hidden, prepared, params
+
+
+def test_power_iteration_matches_explicit_hessian():
+    adapter, batch, labels, hidden, prepared, params = _tiny_layer_setup()
+    fn = layer_loss_fn(adapter, 1, batch, labels, hidden, prepared)
+    shapes = [p.shape for p in params]
+    sizes = [p.numel() for p in params]
+    assert sum(sizes) == 4 * 16 + 2 * 32  # Q, K, V, O (4x4) and FFN (8x4, 4x8)
+
+    def flat_loss(flat):
+        return fn([c.view(s) for c, s in zip(flat.split(sizes), shapes)])
+
+    flat = torch.cat([p.detach().flatten() for p in params])
+    H = torch.autograd.functional.hessian(flat_loss, flat, vectorize=True)  # (128, 128), built explicitly
+    eig = torch.linalg.eigvalsh((H + H.t()) / 2)
+    top = eig[eig.abs().argmax()].item()
+    est, iters = top_eigenvalue(fn, params, iters=200, tol=1e-6)
+    assert est == pytest.approx(top, rel=0.02), (est, top, eig[-3:], eig[:3])
+
+
+@pytest.fixture(scope="module")
+def ev():
+    return Evaluator(tiny_loaded(layers=3), tiny_dataset(40), batch_size=20)
+
+
+def test_hessian_sensitivity_over_batches(ev):
+    s = hessian_sensitivity(ev, iters=5, batches=2, batch_size=10)
+    assert len(s.mean) == 3 and len(s.per_batch[0]) == 2 and s.num_examples == 20
+    assert all(m != 0 for m in s.mean) and all(sd >= 0 for sd in s.std)
+    assert s.seconds > 0 and all(t > 0 for t in s.seconds_per_layer)
+
+
+def test_allocate_bits_meets_budget_and_follows_sensitivity(ev):
+    adapter = ev.adapter
+    sens = [5.0, 50.0, 0.5]
+    base = Recipe(embedding_bits=8)
+    lo = size_report(adapter, base.replace(weight_bits=2, granularity="per-channel")).mb
+    hi = size_report(adapter, base.replace(weight_bits=8, granularity="per-channel")).mb
+    for budget in (lo + 0.3 * (hi - lo), lo + 0.7 * (hi - lo)):
+        alloc = allocate_bits(sens, budget, adapter, (2, 3, 4, 8), "per-channel", base=base)
+        assert alloc.size_mb <= budget
+        assert size_report(adapter, Recipe.from_dict(alloc.recipe)).mb <= budget
+        assert alloc.bits[1] >= alloc.bits[0] >= alloc.bits[2]
+        assert alloc.bits != [2, 2, 2]
+    assert allocate_bits(sens, hi + 1, adapter, (2, 3, 4, 8), base=base).bits == [8, 8, 8]
+    with pytest.raises(HeadroomError):
+        allocate_bits(sens, lo * 0.9, adapter, (2, 3, 4, 8), base=base)
+    uni = uniform_bits_at_size(adapter, alloc.size_mb, base=base.replace(granularity="per-channel"))
+    assert uni["size_mb"] <= alloc.size_mb and uni["at_or_below_size"]
+
+
+def test_real_int8_keeps_most_argmaxes():
+    from analysis.quantize_real import real_quantize
+
+    model = tiny_model("bert", layers=2, heads=4, hidden=64)
+    batch = tiny_batch(batch_size=32, seq_len=12)
+    inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    with torch.no_grad():
+        want = model(**inputs).logits.argmax(-1)
+    fp32 = real_quantize(model, "fp32", batch_size=4, seq_len=12, repeats=1)
+    for backend in ("torch.ao", "torchao"):
+        r = real_quantize(model, "int8", backend=backend, batch_size=4, seq_len=12, repeats=1)
+        with torch.no_grad():
+            got = r.model(**inputs).logits.argmax(-1)
+        assert (got == want).float().mean() >= 0.8, backend
+        assert r.latency["ms_per_batch"] > 0 and r.latency["threads"] >= 1
+        assert r.serialized_bytes < 0.6 * fp32.serialized_bytes, (backend, r.serialized_bytes, fp32.serialized_bytes)
+    assert "deprecated" in " ".join(real_quantize(model, "int8", backend="torch.ao", batch_size=2, seq_len=8, repeats=1).notes)
+    with pytest.raises(HeadroomError):
+        real_quantize(model, "fp16", batch_size=2, seq_len=8)
+
+
+def test_real_quantize_with_evaluator_reports_accuracy(ev):
+    from analysis.quantize_real import real_quantize
+
+    r = real_quantize(ev.loaded.model, "bf16", evaluator=ev, batch_size=4, seq_len=16, repeats=1)
+    assert r.num_examples == 40 and 0.0 <= r.metric <= 1.0 and r.agreement_with_fp32 >= 0.5
+    d = r.to_dict()
+    assert "measured" in d["what"] and d["serialized_mb"] > 0
+
+
+@pytest.fixture(scope="module")
+def cli_files(tmp_path_factory):
+    import csv
+
+    d = tmp_path_factory.mktemp("tiny_q")
+    loaded = tiny_loaded()
+    loaded.model.save_pretrained(str(d / "model"))
+    loaded.tokenizer.save_pretrained(str(d / "model"))
+    ds = tiny_dataset(30)
+    path = d / "tiny.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for t, y in zip(ds.texts, ds.labels):
+            w.writerow([t, ds.label_names[y]])
+    return str(d / "model"), str(path), d
+
+
+def test_cli_quantize_sensitivity_allocate(capsys, cli_files):
+    from analysis.cli import main
+
+    model, data, d = cli_files
+    base = ["--model", model, "--data", data]
+    assert main(["quantize", *base, "--bits", "4", "--granularity", "per-head"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["recipe"]["weight_bits"] == 4 and "simulated" in out["mode"] and out["size"]["mb"] < out["size"]["baseline_mb"]
+    assert main(["quantize", *base, "--real", "int8", "--int8-backend", "torch.ao", "--latency-batch-size", "4",
+                 "--latency-seq-len", "16"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["real"]["mode"] == "int8" and out["real"]["num_examples"] == 30 and out["latency_ratio_fp32_over_real"] > 0
+    sens = d / "sens.json"
+    assert main(["sensitivity", *base, "--iters", "3", "--batches", "2", "--hessian-batch-size", "8", "--out", str(sens)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["mean"]) == 3 and sorted(out["order_most_sensitive_first"]) == [0, 1, 2]
+    assert main(["allocate-bits", *base, "--budget-mb", "1000", "--sensitivity", str(sens)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["allocation"]["bits"] == [8, 8, 8] and out["uniform"][0]["size_mb"] <= out["allocation"]["size_mb"]
+    assert main(["allocate-bits", *base, "--budget-mb", "0.01", "--sensitivity", str(sens)]) == 2
+    assert "too small" in capsys.readouterr().err
+    assert main(["quantize", *base, "--bits", "7"]) == 0  # the Recipe accepts 7 too
+    capsys.readouterr()
+    assert main(["quantize", *base, "--bits", "9"]) == 2
+    assert "not supported" in capsys.readouterr().err
