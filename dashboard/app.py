@@ -1,0 +1,55 @@
+"""Headroom's dashboard: see, live, what compression does to a BERT-family classifier.
+
+    streamlit run dashboard/app.py
+
+Opens on the offline `demo` model (MiniLM-L6 fine-tuned on Banking77) and 500 stratified test
+examples. One small module per page in `dashboard/views/` (not `pages/`: Streamlit treats a
+`pages/` folder as an old-style multipage app and would run a page without this script); the
+state (model, data, recipe, page) lives in the URL, so a copied link opens the same view. The dashboard holds no science:
+every number comes from `analysis`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.append(str(REPO_ROOT))  # append: Streamlit swaps sys.path[0] around each script run
+
+import streamlit as st  # noqa: E402
+
+from dashboard import state  # noqa: E402
+
+# a local favicon, and no :material: page icons: the browser would fetch those from Google
+st.set_page_config(page_title="Headroom", page_icon=str(REPO_ROOT / "dashboard" / "static" / "favicon.png"),
+                   layout="wide")
+
+state.init()
+# A link with ?page=heads opens that page: it becomes this session's default (the page at "/").
+start = st.session_state.get("start_page") or "model"
+PAGE_TITLES = {"model": "Model & data", "attention": "Attention", "heads": "Heads", "layers": "Layers", "bits": "Bits",
+               "profile": "Profile", "tradeoffs": "Trade-offs", "papers": "Papers"}
+PAGE_FILES = {"model": "model_data.py"}
+PAGES = {name: st.Page(REPO_ROOT / "dashboard" / "views" / PAGE_FILES.get(name, f"{name}.py"), title=title,
+                       url_path=name, default=(name == start))
+         for name, title in PAGE_TITLES.items()}
+page = st.navigation(list(PAGES.values()))
+
+with st.sidebar:
+    c = state.choice()
+    st.caption(f"**{c.model}** on {c.device} · {c.data} ({c.split}, "
+               f"{'all' if not c.limit else c.limit} examples)")
+    st.caption("The link in the address bar opens this exact view.")
+for warning in st.session_state.pop("url_warnings", []):
+    st.warning(warning)
+
+st.session_state.page = next((k for k, p in PAGES.items() if p.url_path == page.url_path), "model")
+try:
+    page.run()
+except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback on the page
+    from dashboard.widgets import show_error
+
+    show_error(exc)
+state.sync_query_params()

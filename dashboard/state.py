@@ -1,0 +1,198 @@
+"""The dashboard's whole state — model, data, subset, device, recipe, page — in one place.
+
+It lives in `st.session_state` and is mirrored in `st.query_params`, so a copied link opens the
+same view: `?model=demo&data=banking77&split=test&n=500&device=cpu&page=heads&r=h8.0.0.0.0.800`.
+
+The recipe travels in the URL in a compact form (`encode_recipe` / `decode_recipe`): fields
+joined by `_`, each a one-letter tag and its value, and only fields that differ from the
+baseline. Masked heads are one hex bit-mask per layer (bit h = head h masked), so 40% of
+BERT-base's 144 heads still fits in ~40 characters:
+
+    h8.0.0.0.0.800   heads 0:3 and 5:11 masked        l4.5   layers 4 and 5 dropped
+    b8 / b8.8.4.4    weight bits, all layers / per layer   e8     embedding bits
+    gph              granularity (pt per-tensor, pc per-channel, ph per-head, gr groups)
+    n16              num_groups     a8   activation bits     s0   asymmetric ranges
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import streamlit as st
+
+from analysis.errors import HeadroomError
+from analysis.recipe import Recipe
+
+GRANULARITY_CODES = {"per-tensor": "pt", "per-channel": "pc", "per-head": "ph", "groups": "gr"}
+CODE_GRANULARITY = {v: k for k, v in GRANULARITY_CODES.items()}
+DEFAULT_LIMIT = 500
+
+
+@dataclass
+class DataChoice:
+    """Which model and which examples: everything an Evaluator is keyed by."""
+
+    model: str = "demo"
+    data: str = "banking77"     # dataset spec: banking77, sst2, glue:<task>, or an uploaded file's path
+    split: str = "test"
+    limit: int = DEFAULT_LIMIT  # stratified subset size (0 = all)
+    device: str = "cpu"
+    text_column: str = ""
+    pair_column: str = ""
+    label_column: str = ""
+
+    def key(self) -> tuple:
+        return tuple(asdict(self).values())
+
+
+def default_choice() -> DataChoice:
+    """The start-up model and data; HEADROOM_DASHBOARD_MODEL=tiny makes tests run on a tiny model."""
+    model = os.environ.get("HEADROOM_DASHBOARD_MODEL", "demo")
+    data = os.environ.get("HEADROOM_DASHBOARD_DATA", "tiny" if model == "tiny" else "banking77")
+    split = "dev" if data in ("sst2", "glue:sst2") else "test"
+    return DataChoice(model=model, data=data, split=split)
+
+
+# ------------------------------------------------------------------------------ recipe <-> URL
+def encode_recipe(recipe: Recipe) -> str:
+    parts = []
+    if recipe.masked_heads:
+        num_layers = max(l for l, _ in recipe.masked_heads) + 1
+        masks = [0] * num_layers
+        for layer, head in recipe.masked_heads:
+            masks[layer] |= 1 << head
+        parts.append("h" + ".".join(format(m, "x") for m in masks))
+    if recipe.dropped_layers:
+        parts.append("l" + ".".join(map(str, recipe.dropped_layers)))
+    bits = recipe.weight_bits
+    if isinstance(bits, list) and len(set(bits)) == 1:
+        bits = bits[0]
+    if bits != 32:
+        parts.append("b" + (".".join(map(str, bits)) if isinstance(bits, list) else str(bits)))
+    if recipe.embedding_bits != 32:
+        parts.append(f"e{recipe.embedding_bits}")
+    if recipe.granularity != "per-tensor":
+        parts.append("g" + GRANULARITY_CODES[recipe.granularity])
+    if recipe.num_groups != 12:
+        parts.append(f"n{recipe.num_groups}")
+    if recipe.activation_bits != 32:
+        parts.append(f"a{recipe.activation_bits}")
+    if not recipe.symmetric:
+        parts.append("s0")
+    return "_".join(parts)
+
+
+def decode_recipe(text: str) -> Recipe:
+    """Inverse of `encode_recipe`; a malformed string raises HeadroomError with one sentence."""
+    fields: dict = {}
+    try:
+        for part in filter(None, text.strip().split("_")):
+            tag, value = part[0], part[1:]
+            if tag == "h":
+                fields["masked_heads"] = [(layer, head) for layer, m in enumerate(value.split("."))
+                                          for head in range(int(m, 16).bit_length()) if int(m, 16) >> head & 1]
+            elif tag == "l":
+                fields["dropped_layers"] = [int(x) for x in value.split(".")]
+            elif tag == "b":
+                values = [int(x) for x in value.split(".")]
+                fields["weight_bits"] = values if len(values) > 1 else values[0]
+            elif tag == "e":
+                fields["embedding_bits"] = int(value)
+            elif tag == "g":
+                fields["granularity"] = CODE_GRANULARITY[value]
+            elif tag == "n":
+                fields["num_groups"] = int(value)
+            elif tag == "a":
+                fields["activation_bits"] = int(value)
+            elif tag == "s":
+                fields["symmetric"] = value != "0"
+            else:
+                raise ValueError(tag)
+    except (ValueError, KeyError, IndexError):
+        raise HeadroomError(
+            f"The recipe in the link ('{text[:40]}') is malformed; it was ignored and the baseline is shown."
+        ) from None
+    return Recipe(**fields)
+
+
+# ------------------------------------------------------------------------------ session state
+def choice() -> DataChoice:
+    return st.session_state.choice
+
+
+def recipe() -> Recipe:
+    return st.session_state.recipe
+
+
+def set_recipe(new: Recipe, adapter=None) -> bool:
+    """Make `new` the current recipe (the head grid and sliders follow on their next render).
+
+    With an adapter, an invalid recipe (e.g. every layer dropped) is refused: the current one
+    stays and the reason waits in `recipe_error` for the metrics panel to show.
+    """
+    if adapter is not None:
+        try:
+            adapter.validate(new)
+        except HeadroomError as e:
+            st.session_state.recipe_error = str(e)
+            return False
+    st.session_state.recipe = new
+    return True
+
+
+def set_choice(new: DataChoice) -> None:
+    """A new model/data: the recipe starts over (its heads and layers may not exist any more)."""
+    if new != st.session_state.choice:
+        st.session_state.choice = new
+        st.session_state.recipe = Recipe()
+
+
+def init() -> None:
+    """On a session's first run, read the URL into session state (bad values: a warning, defaults)."""
+    if "choice" in st.session_state:
+        return
+    c = default_choice()
+    q = st.query_params
+    warnings = []
+    for name in ("model", "data", "split", "device", "text_column", "pair_column", "label_column"):
+        if name in q and q[name].strip():
+            setattr(c, name, q[name].strip())
+    if "n" in q:
+        try:
+            c.limit = max(0, int(q["n"]))
+        except ValueError:
+            warnings.append(f"The subset size in the link ('{q['n']}') is not a whole number; using {c.limit}.")
+    st.session_state.choice = c
+    st.session_state.recipe = Recipe()
+    if q.get("r"):
+        try:
+            st.session_state.recipe = decode_recipe(q["r"])
+        except HeadroomError as e:
+            warnings.append(str(e))
+    st.session_state.url_warnings = warnings
+    st.session_state.start_page = q.get("page", "")
+    if st.session_state.start_page not in ("", "model", "attention", "heads", "layers", "bits", "profile",
+                                           "tradeoffs", "papers"):
+        warnings.append(f"There is no page '{st.session_state.start_page}'; showing Model & data.")
+        st.session_state.start_page = ""
+
+
+def sync_query_params(page: str | None = None) -> None:
+    """Write the state into the URL (only what differs from the defaults, so links stay short)."""
+    c, d = choice(), default_choice()
+    params = {}
+    for name in ("model", "data", "split", "device", "text_column", "pair_column", "label_column"):
+        value = getattr(c, name)
+        if value != getattr(d, name):
+            params[name] = value
+    if c.limit != d.limit:
+        params["n"] = str(c.limit)
+    code = encode_recipe(recipe())
+    if code:
+        params["r"] = code
+    page = page or st.session_state.get("page")
+    if page:
+        params["page"] = page
+    if dict(st.query_params) != params:
+        st.query_params.from_dict(params)

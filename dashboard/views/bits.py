@@ -1,0 +1,154 @@
+"""Bits: weight bits per layer and for the embeddings, and how ranges are shared.
+
+Simulated (fake-quantised weights in fp32 maths; Q-BERT, Shen et al. 2020, for per-head groups)
+in the live panel; Hessian sensitivity bars and "allocate for a budget" from analysis.sensitivity;
+a really quantised model (int8 kernels / bf16) measured on this machine, clearly marked "measured".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import streamlit as st
+
+from analysis.recipe import GRANULARITIES, SUPPORTED_BITS
+from dashboard import state, widgets
+
+BIT_CHOICES = [b for b in SUPPORTED_BITS if b != 16][::-1]  # 32, 8, 7, ... 2
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(f"analysis.{module}") is not None
+
+
+def _on_bits_changed(num_layers: int, adapter) -> None:
+    """Widgets -> recipe (runs before the script, so the widgets below show the result)."""
+    ss = st.session_state
+    if ss.get("bits_mode") == "per layer":
+        bits: int | list[int] = [int(ss.get(f"bits_layer_{l}", 32)) for l in range(num_layers)]
+    else:
+        bits = int(ss.get("bits_all", 32))
+    new = state.recipe().replace(weight_bits=bits, embedding_bits=int(ss.get("bits_emb", 32)),
+                                 granularity=ss.get("bits_gran", "per-tensor"), symmetric=bool(ss.get("bits_sym", True)),
+                                 name="")
+    state.set_recipe(new, adapter)
+
+
+def _controls(num_layers: int, adapter) -> None:
+    recipe = state.recipe()
+    bits = recipe.layer_bits(num_layers)
+    ss = st.session_state
+    # recipe -> widgets: presets and links change the recipe; the widgets follow it
+    if "bits_mode" not in ss or (isinstance(recipe.weight_bits, list) and len(set(bits)) > 1):
+        ss.bits_mode = "per layer" if len(set(bits)) > 1 else "same for every layer"
+    ss.bits_all = bits[0] if bits[0] in BIT_CHOICES else 32
+    for l in range(num_layers):
+        ss[f"bits_layer_{l}"] = bits[l] if bits[l] in BIT_CHOICES else 32
+    ss.bits_emb = recipe.embedding_bits if recipe.embedding_bits in BIT_CHOICES else 32
+    ss.bits_gran, ss.bits_sym = recipe.granularity, recipe.symmetric
+    changed = dict(on_change=_on_bits_changed, args=(num_layers, adapter))
+    st.radio("Weight bits", ["same for every layer", "per layer"], key="bits_mode", horizontal=True, **changed)
+    if ss.bits_mode == "same for every layer":
+        st.select_slider("Bits of every encoder layer (32 = full precision)", BIT_CHOICES, key="bits_all", **changed)
+    else:
+        for l, col in enumerate(st.columns(num_layers)):
+            col.selectbox(f"L{l}", BIT_CHOICES, key=f"bits_layer_{l}", **changed)
+    c1, c2, c3 = st.columns(3)
+    c1.select_slider("Word-embedding bits", BIT_CHOICES, key="bits_emb", **changed)
+    c2.selectbox("Granularity (ranges shared per ...)", GRANULARITIES, key="bits_gran", **changed)
+    c3.toggle("Symmetric ranges", key="bits_sym", **changed)
+
+
+def _sensitivity(choice, ev, num_layers: int) -> None:
+    if not _available("sensitivity"):
+        st.info("Hessian sensitivity and bit allocation are not available yet (analysis/sensitivity.py has not landed).")
+        return
+    from analysis import sensitivity
+
+    job = widgets.get_job("hessian")
+    if st.button("Compute Hessian sensitivity (Q-BERT)", key="bits_hessian",
+                 disabled=job is not None and not job.done):
+        widgets.start_job("hessian", lambda j: sensitivity.hessian_sensitivity(ev, progress=j.report, cancel=j.cancel))
+    job = widgets.job_status("hessian")
+    if job is not None and job.done and job.result is not None:
+        st.session_state[f"hessian::{choice.key()}"] = job.result
+    sens = st.session_state.get(f"hessian::{choice.key()}")
+    if sens is None:
+        return
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Bar(x=[f"L{l}" for l in range(len(sens.mean))], y=sens.mean,
+                           error_y=dict(array=sens.std, visible=True)))
+    fig.update_layout(title=f"Hessian sensitivity per layer (Q-BERT top eigenvalue, {sens.num_examples} examples, "
+                            f"{sens.device}; higher = keep more bits)", yaxis_title="top eigenvalue", height=320,
+                      margin=dict(t=40))
+    st.plotly_chart(fig, key="bits_hessian_fig")
+    budget = st.number_input("Budget (MB, whole model)", min_value=0.5,
+                             value=float(round(ev.baseline.size["mb"] / 2, 1)), step=0.5, key="bits_budget")
+    if st.button("Allocate bits for this budget", key="bits_allocate"):
+        allocation = sensitivity.allocate_bits(sens.mean, float(budget), ev.adapter, base=state.recipe())
+        from analysis.recipe import Recipe
+
+        recipe = Recipe.from_dict(allocation.recipe).replace(name=f"Hessian allocation, {budget:g} MB")
+        if state.set_recipe(recipe, ev.adapter):
+            st.success(f"Bits per layer {allocation.bits}: {allocation.size_mb:.1f} MB (budget {budget:g} MB).")
+
+
+def _real(ev) -> None:
+    if not _available("quantize_real"):
+        st.info("Real low-precision models are not available yet (analysis/quantize_real.py has not landed).")
+        return
+    from analysis.quantize_real import real_quantize
+
+    mode = st.radio("Really quantised model", ["int8", "bf16"], key="bits_real_mode", horizontal=True,
+                    help="int8: int8 weights + dynamic int8 activations (Q8BERT), CPU kernels")
+    if ev.device.type != "cpu" and mode == "int8":
+        st.info("int8 kernels run on the CPU only.")
+        return
+    if st.button("Build and measure", key="bits_real_run"):
+        with st.spinner(f"Building the {mode} model and timing it ..."):
+            fp32 = real_quantize(ev.loaded.model, "fp32", evaluator=ev, device=ev.device, repeats=3)
+            result = real_quantize(ev.loaded.model, mode, evaluator=ev, device=ev.device, repeats=3)
+        st.session_state["bits_real"] = (fp32.to_dict(), result.to_dict())
+    if "bits_real" in st.session_state:
+        import pandas as pd
+
+        rows = [{"model": d["mode"], "backend": d["backend"], d.get("metric_name") or "metric": d.get("metric"),
+                 "agreement with fp32": d.get("agreement_with_fp32"), "size (MB, serialized)": d["serialized_mb"],
+                 "ms / batch": round(d["latency"].get("ms_per_batch", float("nan")), 1),
+                 "batch": f"{d['latency'].get('batch_size')} x {d['latency'].get('seq_len')}",
+                 "device": f"{d['latency'].get('device')}, {d['latency'].get('threads')} threads"}
+                for d in st.session_state["bits_real"]]
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        st.caption("Measured: real low-precision kernels, not simulated. Size is the serialized state dict.")
+
+
+def render() -> None:
+    st.title("Bits")
+    st.caption("Fewer bits per weight. The live panel is **simulated** (fake-quantised weights in fp32 maths: "
+               "the metric is faithful, the latency is not); the last section builds a **real** model and measures it.")
+    ctx = widgets.context()
+    if ctx is None:
+        return
+    choice, ev = ctx
+    L = ev.adapter.num_layers
+
+    @st.fragment
+    def live():
+        _controls(L, ev.adapter)
+        widgets.metrics_panel(choice)
+        state.sync_query_params()
+
+    with widgets.guard():
+        widgets.preset_picker(L, ev.adapter.num_heads, key="bits_preset")
+    live()
+    with st.expander("Hessian sensitivity and allocation for a size budget", expanded=False):
+        with widgets.guard():
+            _sensitivity(choice, ev, L)
+    with st.expander("Measured: a really quantised model on this machine", expanded=False):
+        with widgets.guard():
+            _real(ev)
+
+
+if __name__ == "__main__":  # run by st.navigation as this page's script
+    render()

@@ -1,0 +1,92 @@
+"""Papers: the published results the field compares against, next to the user's best recipes.
+
+The figures are the papers' own claims (analysis.papers, after Gordon's 2019 survey), each with
+its citation; the user's rows are this session's recipes (simulated metric, measured latency).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import widgets
+
+
+def _user_rows(choice) -> pd.DataFrame:
+    """This session's Pareto-best recipes (size vs metric), with numbers for the plot."""
+    from dashboard.views.tradeoffs import pareto_front, session_table
+
+    df, _ = session_table(choice)
+    if len(df) < 2:
+        return pd.DataFrame()
+    metric = df.columns[1]
+    base = df[df["change (pts)"].abs() < 1e-12]["latency ms/ex (measured)"]
+    base_latency = float(base.iloc[0]) if len(base) else np.nan
+    best = df.iloc[pareto_front(df["size MB"].to_numpy(float), df[metric].to_numpy(float))]
+    return pd.DataFrame({
+        "recipe (yours)": best["recipe"].to_numpy(),
+        "reduction_pct": (100 - best["% of baseline size"]).to_numpy(),
+        "speedup_x": (base_latency / best["latency ms/ex (measured)"]).to_numpy(),
+        metric: best[metric].to_numpy(),
+        "change (pts)": best["change (pts)"].to_numpy(),
+    })
+
+
+def render() -> None:
+    st.title("Papers")
+    st.caption("What published BERT compression achieved (the papers' own figures), next to your best recipes.")
+    ctx, mine = None, pd.DataFrame()
+    with widgets.guard():
+        from analysis.papers import load_papers
+
+        papers = load_papers()
+        kinds = sorted(papers["method"].unique())
+        chosen = st.multiselect("Method", kinds, default=[], key="papers_methods", placeholder="all methods")
+        shown = papers[papers["method"].isin(chosen)] if chosen else papers
+        st.dataframe(
+            shown[["paper", "method", "reduced", "reduction", "speedup", "accuracy", "citation"]],
+            hide_index=True, key="papers_table",
+            column_config={"paper": st.column_config.TextColumn(width="large")},
+        )
+        import plotly.graph_objects as go
+
+        plotted = shown.dropna(subset=["reduction_pct", "speedup_x"])
+        plotted = plotted[plotted["speedup_of"] == "inference"]
+        fig = go.Figure(go.Scatter(
+            x=plotted["reduction_pct"], y=plotted["speedup_x"], mode="markers+text", text=plotted["method"],
+            textposition="top center", marker=dict(size=11, color="#4c78a8"), name="published",
+            customdata=plotted["citation"], hovertemplate="%{customdata}<br>%{x:.0f}% reduced, %{y:.1f}x<extra></extra>"))
+        ctx = widgets.context()
+        if ctx is not None:
+            mine = _user_rows(ctx[0])
+        if not mine.empty:
+            fig.add_scatter(x=mine["reduction_pct"], y=mine["speedup_x"], mode="markers+text", name="yours",
+                            text=mine["recipe (yours)"], textposition="bottom center",
+                            marker=dict(size=15, symbol="star", color="#e45756"),
+                            hovertemplate="%{text}<br>size -%{x:.0f}%, %{y:.2f}x (measured, simulated forward)<extra></extra>")
+        fig.update_layout(title="Share of the model reduced vs inference speed-up: papers' claims (midpoints) and your recipes",
+                          xaxis_title="reduced (%)", yaxis_title="speed-up (x)", height=380, margin=dict(t=40))
+        st.plotly_chart(fig, key="papers_fig")
+
+    st.subheader("Your best recipes (Pareto front of this session)")
+    if ctx is None:
+        return
+    if mine.empty:
+        st.info("Evaluate a few recipes on the Heads, Layers or Bits pages (or the presets on Trade-offs) to see "
+                "them here.")
+        return
+    metric = mine.columns[3]
+    shown = pd.DataFrame({
+        "recipe (yours)": mine["recipe (yours)"],
+        "size reduced (from bits)": [f"{p:.0f}%" for p in mine["reduction_pct"]],
+        "speed-up (measured, simulated forward)": [f"{x:.2f}x" for x in mine["speedup_x"]],
+        f"{metric} (simulated)": [f"{100 * m:.1f}% ({c:+.1f} pts)" for m, c in zip(mine[metric], mine["change (pts)"])],
+    })
+    st.dataframe(shown, hide_index=True, key="papers_mine")
+    st.caption(f"Metric simulated on {ctx[1].dataset.name} ({len(ctx[1].dataset)} examples); latency measured on "
+               f"{ctx[1].device}. Size reduced counts the whole model, embeddings included.")
+
+
+if __name__ == "__main__":  # run by st.navigation as this page's script
+    render()

@@ -1,0 +1,89 @@
+"""Profile: where the parameters, the FLOPs and the time go, per component, under the recipe.
+
+Parameters and FLOPs are counted; milliseconds are measured on this machine (analysis.profile:
+a stopwatch lap after each piece of Headroom's forward). Lines: time and FLOPs vs sequence length.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import streamlit as st
+import torch
+
+from dashboard import state, widgets
+
+
+def render() -> None:
+    st.title("Profile")
+    st.caption("Where the parameters, FLOPs and time go, under the current recipe.")
+    ctx = widgets.context()
+    if ctx is None:
+        return
+    choice, ev = ctx
+    if importlib.util.find_spec("analysis.profile") is None:
+        st.info("Profiling is not available yet (analysis/profile.py has not landed).")
+        return
+    from analysis.profile import profile_model, sweep_seq_len
+
+    recipe = state.recipe()
+    c1, c2, c3 = st.columns(3)
+    batch_size = c1.select_slider("Batch size", [1, 8, 32, 64], value=32, key="prof_batch")
+    seq_len = c2.select_slider("Sequence length", [16, 32, 64, 128, 256], value=min(128, ev.max_length), key="prof_seq")
+    run = c3.button("Profile", type="primary", key="prof_run", width="stretch")
+    key = (choice.key(), recipe.key(), batch_size, seq_len)
+    reports = st.session_state.setdefault("profiles", {})
+    with widgets.guard():
+        if run:
+            with st.spinner(f"Timing every component ({batch_size} x {seq_len}) ..."):
+                reports[key] = profile_model(ev.loaded, recipe, batch_size, seq_len, device=ev.device, repeats=3,
+                                             materialized=False)
+        report = reports.get(key)
+        if report is None:
+            st.info("Press **Profile** to count parameters and FLOPs and to time each component on this machine.")
+            return
+        df = report.by_component()
+        st.caption(f"Recipe: {recipe.describe()} · {report.mode} forward on **{report.device}**, {report.threads} threads, "
+                   f"{report.dtype}, batch {report.batch_size} x {report.seq_len} tokens · whole forward "
+                   f"{report.forward_ms:.1f} ms (median of {report.repeats}), components sum to "
+                   f"{100 * report.coverage:.0f}% of it")
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for _, row in df.iterrows():
+            fig.add_bar(name=row["component"], x=["parameters", "FLOPs (counted)", "time (measured)"],
+                        y=[row["share_of_params"] * 100, row["share_of_flops"] * 100, row["share_of_time"] * 100],
+                        customdata=[[f"{row['params'] / 1e6:.2f} M"], [f"{row['flops'] / 1e9:.2f} GFLOPs"],
+                                    [f"{row['ms']:.1f} ms"]],
+                        hovertemplate="%{x}: %{y:.1f}% (%{customdata[0]})<extra>" + row["component"] + "</extra>")
+        fig.update_layout(barmode="stack", yaxis_title="share (%)", height=440, margin=dict(t=40),
+                          title=f"Where it goes ({report.device}, batch {report.batch_size} x {report.seq_len})",
+                          legend=dict(traceorder="normal"))
+        st.plotly_chart(fig, key="prof_bars")
+        st.dataframe(df.round(4), hide_index=True)
+
+        st.subheader("Against sequence length")
+        if st.button("Sweep sequence lengths (16 ... 256)", key="prof_sweep"):
+            with st.spinner("Timing each sequence length ..."):
+                st.session_state.prof_sweep = sweep_seq_len(ev.loaded, recipe, seq_lens=(16, 32, 64, 128, 256),
+                                                            batch_size=8, device=ev.device, repeats=2)
+        sweep = st.session_state.get("prof_sweep")
+        if sweep is not None:
+            from plotly.subplots import make_subplots
+
+            fig = make_subplots(rows=1, cols=2, subplot_titles=("measured ms", "counted GFLOPs"))
+            for i, (component, part) in enumerate(sweep.groupby("component", sort=False)):
+                color = f"hsl({(i * 47) % 360},60%,45%)"
+                fig.add_scatter(x=part["seq_len"], y=part["ms"], name=component, legendgroup=component,
+                                line=dict(color=color), row=1, col=1)
+                fig.add_scatter(x=part["seq_len"], y=part["flops"] / 1e9, name=component, legendgroup=component,
+                                line=dict(color=color), showlegend=False, row=1, col=2)
+            fig.update_xaxes(title_text="sequence length (tokens)", type="log")
+            fig.update_layout(height=420, margin=dict(t=40),
+                              title=f"batch 8 on {sweep['device'].iloc[0]}, {sweep['threads'].iloc[0]} threads "
+                                    f"(torch {torch.__version__})")
+            st.plotly_chart(fig, key="prof_lines")
+
+
+if __name__ == "__main__":  # run by st.navigation as this page's script
+    render()

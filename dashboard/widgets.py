@@ -1,0 +1,258 @@
+"""Widgets every what-if page shares: the live metrics panel, the head grid, errors, long jobs.
+
+- `metrics_panel()`: the recipe's metric and its change from the baseline, agreement with the
+  baseline's predictions, size, latency and the number of examples, each saying whether it is
+  simulated, predicted or measured. Pages call it inside their own `st.fragment` together with
+  their controls, so a click re-runs only the controls and the panel, not the page's plots.
+- `head_grid()`: one row of pills per layer, a pill per head, selected = kept. Clicking a pill
+  masks or unmasks the head (works the same from AppTest and from a browser).
+- `show_error(exc)` / `guard()`: any exception becomes one sentence in an error box; the state
+  from before the failed action is kept, because state changes only after an action succeeds.
+- `Job` / `job_panel()`: a long analysis (importance, curves, Hessian) in a background thread
+  with a progress bar and a Stop button; the session stays usable while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from analysis.errors import HeadroomError
+from analysis.recipe import Recipe
+
+from . import resources, state
+
+
+# ------------------------------------------------------------------------------ errors
+def one_sentence(exc: BaseException) -> str:
+    """A HeadroomError as is; anything else as one line saying what failed (no traceback)."""
+    if isinstance(exc, HeadroomError):
+        return str(exc)
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    if isinstance(exc, MemoryError):
+        return "Out of memory: choose a smaller subset or a smaller model."
+    return f"Something went wrong ({type(exc).__name__}: {first}); the previous state was kept."
+
+
+def show_error(exc: BaseException) -> None:
+    st.error(one_sentence(exc), icon=":material/error:")
+
+
+@contextlib.contextmanager
+def guard():
+    """Turn any exception inside the block into an error box (Streamlit's rerun/stop pass through)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - the page must never show a traceback
+        show_error(exc)
+
+
+def context():
+    """(choice, evaluator) for the current model and data, or None after showing why not."""
+    choice = state.choice()
+    try:
+        return choice, resources.evaluator(choice)
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc)
+        st.info("Pick another model or data set on the **Model & data** page.")
+        return None
+
+
+# ------------------------------------------------------------------------------ metrics panel
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def metrics_panel(choice=None) -> None:
+    """The live metrics of the current recipe against the baseline."""
+    choice = choice or state.choice()
+    recipe = state.recipe()
+    refused = st.session_state.pop("recipe_error", None)
+    if refused:
+        st.error(f"{refused} The previous recipe is kept.", icon=":material/error:")
+    try:
+        ev = resources.evaluator(choice)
+        base = resources.evaluate(choice, Recipe())
+        with st.spinner("Evaluating the recipe ..."):
+            t0 = time.perf_counter()
+            res = resources.evaluate(choice, recipe)
+            seconds = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc)
+        return
+    st.session_state.last_update_s = seconds
+    st.session_state.setdefault("history", {})[(choice.key(), recipe.key())] = recipe
+    is_base = recipe.is_baseline()
+    with st.container(border=True, key="metrics_panel"):
+        st.markdown(f"**Live metrics** · {recipe.name or recipe.describe()}")
+        c1, c2, c3, c4, c5 = st.columns(5)
+        metric_name = res.metric_name.replace("_", " ")
+        delta = None if res.metric is None or base.metric is None or is_base else 100 * (res.metric - base.metric)
+        c1.metric(f"{metric_name} · simulated", _pct(res.metric),
+                  delta=None if delta is None else f"{delta:+.1f} pts",
+                  help=f"Baseline {_pct(base.metric)}. Simulated: the recipe is applied inside "
+                       "Headroom's forward pass; the model is not changed.")
+        c2.metric("agreement with baseline", _pct(res.agreement),
+                  help="Share of examples where the prediction equals the baseline's prediction.")
+        size = res.size
+        c3.metric("size · from bits", f"{size['mb']:.1f} MB",
+                  delta=None if is_base else f"{100 * size['fraction_of_baseline']:.0f}% of baseline",
+                  delta_color="off",
+                  help=f"Baseline {size['baseline_mb']:.1f} MB; {size['parameters']:,} parameters. "
+                       "Predicted from the bits, scales included.")
+        c5.metric("examples", f"{res.num_examples:,}", help=ev.dataset.name)
+        how = "baseline pass" if is_base else f"recomputed from layer {res.started_at_layer} in {res.eval_seconds:.2f} s"
+        st.caption(f"{ev.dataset.name} · {choice.model} on {res.device} ({res.dtype}) · metrics simulated, {how} · "
+                   f"panel updated in {seconds:.2f} s")
+        # Latency last: the metrics above are already on the page while it is measured.
+        with c4:
+            _latency_metric(choice, recipe, is_base)
+
+
+def _latency_metric(choice, recipe: Recipe, is_base: bool) -> None:
+    try:
+        with st.spinner("Timing ..."):
+            lat = resources.latency(choice, recipe)
+            base_lat = resources.latency(choice, Recipe())
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc)
+        return
+    ratio = lat["ms_per_example"] / base_lat["ms_per_example"]
+    st.metric(f"latency · measured, {lat['device']}", f"{lat['ms_per_example']:.2f} ms",
+              delta=None if is_base else f"{ratio:.2f}x baseline", delta_color="inverse",
+              help=f"Per example: median of {lat['repeats']} runs of the simulated forward, batch "
+                   f"{lat['batch_size']} x {lat['seq_len']} tokens, {lat['threads']} threads, {lat['dtype']}, "
+                   f"baseline {base_lat['ms_per_example']:.2f} ms. Fake-quantised weights run fp32 kernels: "
+                   "bits do not speed this up. Timings on a busy machine are noisy.")
+
+
+# ------------------------------------------------------------------------------ head grid
+def _head_key(layer: int) -> str:
+    return f"head_grid_L{layer}"
+
+
+def _on_heads_changed(num_layers: int, num_heads: int) -> None:
+    masked = []
+    for layer in range(num_layers):
+        kept = set(st.session_state.get(_head_key(layer)) or [])
+        masked += [(layer, h) for h in range(num_heads) if h not in kept]
+    state.set_recipe(state.recipe().replace(masked_heads=masked, name=""))
+
+
+def head_grid(num_layers: int, num_heads: int, dropped: list[int] | None = None) -> None:
+    """L rows of H pills; a selected pill is a kept head. Mirrors (and edits) the recipe."""
+    recipe = state.recipe()
+    dropped = set(dropped or [])
+    for layer in range(num_layers):  # the recipe is the truth: put it into the widgets first
+        st.session_state[_head_key(layer)] = recipe.kept_heads(layer, num_heads)
+    st.caption(f"**Heads** of {num_layers} layers x {num_heads}: click one to mask it (outlined) or to bring "
+               f"it back (filled = kept) · {len(recipe.masked_heads)} masked")
+    for layer in range(num_layers):
+        label_col, pills_col = st.columns([1, 14], vertical_alignment="center")
+        label_col.markdown(f"**L{layer}**" + (" ~~dropped~~" if layer in dropped else ""))
+        pills_col.pills(
+            f"Layer {layer} heads", options=list(range(num_heads)), selection_mode="multi",
+            key=_head_key(layer), format_func=str, label_visibility="collapsed",
+            on_change=_on_heads_changed, args=(num_layers, num_heads),
+        )
+
+
+# ------------------------------------------------------------------------------ presets
+def preset_recipes(num_layers: int, num_heads: int, importance=None) -> dict[str, Recipe]:
+    """The named demo recipes; "Sixteen heads" masks the 40% least important heads (or the
+    heads a fixed seed picks when no importance has been computed yet)."""
+    import numpy as np
+
+    k = int(round(0.4 * num_layers * num_heads))
+    if importance is not None:
+        order = np.argsort(np.asarray(importance).reshape(-1), kind="stable")[:k]
+    else:
+        order = np.random.default_rng(0).permutation(num_layers * num_heads)[:k]
+    heads = [(int(i) // num_heads, int(i) % num_heads) for i in order]
+    top = list(range(max(0, num_layers - 2), num_layers)) if num_layers > 2 else [num_layers - 1]
+    return {
+        "Sixteen heads: prune 40%": Recipe(masked_heads=heads, name="Sixteen heads: prune 40%"),
+        "Poor man's BERT: drop top 2": Recipe(dropped_layers=top, name="Poor man's BERT: drop top 2"),
+        "Q-BERT: 4-bit per-head": Recipe(weight_bits=4, granularity="per-head", embedding_bits=8,
+                                          name="Q-BERT: 4-bit per-head"),
+        "8-bit everything": Recipe(weight_bits=8, embedding_bits=8, granularity="per-channel",
+                                   name="8-bit everything"),
+    }
+
+
+def preset_picker(num_layers: int, num_heads: int, importance=None, key: str = "preset") -> None:
+    presets = preset_recipes(num_layers, num_heads, importance)
+    cols = st.columns(len(presets) + 1)
+    for col, (name, recipe) in zip(cols, presets.items()):
+        if col.button(name, key=f"{key}_{name}", width="stretch"):
+            state.set_recipe(recipe)
+    if cols[-1].button("Reset to baseline", key=f"{key}_reset", width="stretch"):
+        state.set_recipe(Recipe())
+
+
+# ------------------------------------------------------------------------------ long jobs
+@dataclass
+class Job:
+    """A long analysis running in a background thread; the page polls it."""
+
+    name: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: float = 0.0
+    message: str = "starting ..."
+    result: object = None
+    error: str | None = None
+    done: bool = False
+    thread: threading.Thread | None = None
+
+    def report(self, fraction: float, message: str = "") -> None:
+        self.progress = min(1.0, max(0.0, float(fraction)))
+        if message:
+            self.message = message
+
+
+def start_job(name: str, fn) -> Job:
+    """Run fn(job) in a thread. fn reports with job.report(...) and checks job.cancel."""
+    job = Job(name)
+
+    def target():
+        try:
+            job.result = fn(job)
+        except Exception as exc:  # noqa: BLE001
+            job.error = "Stopped." if job.cancel.is_set() else one_sentence(exc)
+        finally:
+            job.done = True
+
+    job.thread = threading.Thread(target=target, name=f"headroom-{name}", daemon=True)
+    st.session_state.setdefault("jobs", {})[name] = job
+    job.thread.start()
+    return job
+
+
+def get_job(name: str) -> Job | None:
+    return st.session_state.get("jobs", {}).get(name)
+
+
+def job_status(name: str) -> Job | None:
+    """Show a running job's progress and Stop button (polled every second); return the job."""
+    job = get_job(name)
+    if job is None:
+        return None
+
+    @st.fragment(run_every=1.0 if not job.done else None)
+    def poll():
+        if not job.done:
+            st.progress(job.progress, text=f"{job.name}: {job.message}")
+            if st.button("Stop", key=f"stop_{name}"):
+                job.cancel.set()
+        elif job.error:
+            st.warning(f"{job.name}: {job.error}")
+        if job.done and not st.session_state.get(f"job_seen_{name}_{id(job)}"):
+            st.session_state[f"job_seen_{name}_{id(job)}"] = True
+            st.rerun()  # the whole page redraws once with the result
+
+    poll()
+    return job
