@@ -1,0 +1,74 @@
+"""How long a click on a head takes to reach the dashboard's metrics panel, in a real browser.
+
+Starts `streamlit run dashboard/app.py` on localhost (demo model, Banking77, the default
+500-example subset), opens the Heads page in headless Chromium (Debian's, offline), clicks one head
+in each layer and times click -> new numbers in the live metrics panel, then click -> page idle
+(the latency measurement that follows the metrics included). Medians are not taken: every click is
+one measured what-if, printed as it happens.
+
+    python benchmarks/bench_dashboard_toggle.py --out benchmarks/results/dashboard_toggle_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.browser import offline_page, streamlit_app, wait_for_streamlit  # noqa: E402
+
+PANEL = ".st-key-metrics_panel"
+CAPTION = PANEL + " [data-testid='stCaptionContainer']"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None)
+    p.add_argument("--clicks", default="5:0,4:0,3:0,2:0,1:0,0:0,0:1,5:1")
+    args = p.parse_args(argv)
+    clicks = [tuple(int(x) for x in c.split(":")) for c in args.clicks.split(",")]
+    rows = []
+    with streamlit_app(os.path.join(ROOT, "dashboard", "app.py"), timeout_s=120, cwd=ROOT) as server:
+        with offline_page(1400, 1000) as browser:
+            page = browser.page
+            page.goto(server.url + "heads")
+            wait_for_streamlit(page, 300_000)
+            page.wait_for_selector(CAPTION, timeout=300_000)
+            for layer, head in clicks:
+                before = page.locator(CAPTION).first.inner_text()
+                t0 = time.perf_counter()
+                page.locator(f".st-key-head_grid_L{layer} button").nth(head).click()
+                page.wait_for_function(
+                    "([sel, old]) => { const e = document.querySelector(sel); return e && e.innerText !== old; }",
+                    arg=[CAPTION, before], timeout=120_000)
+                metrics_s = time.perf_counter() - t0
+                wait_for_streamlit(page, 120_000)
+                idle_s = time.perf_counter() - t0
+                value = page.locator(PANEL + " [data-testid='stMetricValue']").first.inner_text()
+                rows.append({"layer": layer, "head": head, "to_new_metrics_s": metrics_s, "to_idle_s": idle_s, "accuracy_shown": value})
+                print(f"L{layer} H{head}: new metrics after {metrics_s:.2f} s, page idle after {idle_s:.2f} s ({value})", flush=True)
+            blocked = list(browser.blocked)
+    import torch
+
+    result = {
+        "clicks": rows,
+        "median_to_new_metrics_s": statistics.median(r["to_new_metrics_s"] for r in rows),
+        "max_to_new_metrics_s": max(r["to_new_metrics_s"] for r in rows),
+        "requests_blocked_non_local": blocked,
+        "cpu_threads": torch.get_num_threads(),
+        "load_average_at_end": os.getloadavg(),
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "clicks"}, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
