@@ -281,7 +281,7 @@ def allocate_bits(
         bits[l] = nb
     recipe = base.replace(weight_bits=bits, name=f"Hessian-guided {'/'.join(map(str, bits))} bits")
     cost = sum(lam[l] * errs[l][bits[l]] / 2 for l in range(L))
-    return BitAllocation(bits, round(size / MB, 4), budget_mb, recipe.to_dict(), list(sensitivity), cands, cost, steps)
+    return BitAllocation(bits, size / MB, budget_mb, recipe.to_dict(), list(sensitivity), cands, cost, steps)
 
 
 def uniform_bits_at_size(
@@ -300,8 +300,9 @@ def uniform_bits_at_size(
     for b in sorted(set(candidate_bits)):
         r = base.replace(weight_bits=b, name=f"uniform {b}-bit")
         options.append((b, size_report(adapter, r).mb, r))
-    below = [o for o in options if o[1] <= size_mb + 1e-9]
-    above = [o for o in options if o[1] > size_mb + 1e-9]
+    tol = 1e-6 * size_mb  # equal sizes (e.g. 4/3/3/3/3/2 vs uniform 3) count as at-or-below
+    below = [o for o in options if o[1] <= size_mb + tol]
+    above = [o for o in options if o[1] > size_mb + tol]
     pick = below[-1] if below else options[0]
     out = {"bits": pick[0], "size_mb": round(pick[1], 4), "recipe": pick[2].to_dict(), "at_or_below_size": bool(below)}
     if above:

@@ -222,7 +222,7 @@ def test_cli_quantize_sensitivity_allocate(capsys, cli_files):
     assert len(out["mean"]) == 3 and sorted(out["order_most_sensitive_first"]) == [0, 1, 2]
     assert main(["allocate-bits", *base, "--budget-mb", "1000", "--sensitivity", str(sens)]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["allocation"]["bits"] == [8, 8, 8] and out["uniform"][0]["size_mb"] <= out["allocation"]["size_mb"]
+    assert out["allocation"]["bits"] == [8, 8, 8] and out["uniform"][0]["size_mb"] <= out["allocation"]["size_mb"] + 1e-3  # size_mb of an EvalResult is rounded to 1 kB
     assert main(["allocate-bits", *base, "--budget-mb", "0.01", "--sensitivity", str(sens)]) == 2
     assert "too small" in capsys.readouterr().err
     assert main(["quantize", *base, "--bits", "7"]) == 0  # the Recipe accepts 7 too
