@@ -18,6 +18,7 @@ import dataclasses
 import statistics
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -136,6 +137,8 @@ class Evaluator:
         self.trace_budget_bytes = trace_budget_bytes
         self._lock = threading.Lock()
         self.trace: list[list[torch.Tensor]] | None = None
+        self._recipe_traces: OrderedDict[str, tuple] = OrderedDict()
+        self._baseline_signature = self._signature(Recipe())
         self.baseline: EvalResult | None = None
         self._baseline_preds: np.ndarray | None = None
         self._compute_baseline()
@@ -191,21 +194,79 @@ class Evaluator:
             return result
         sim = self.simulators.get(recipe, self.sim_dtype)
         use_trace = self.trace is not None and not full
-        start = recipe.first_changed_layer(self.adapter.num_layers) if use_trace else 0
+        signature = self._signature(recipe)
+        start, source = self._best_trace(signature) if use_trace else (0, None)
+        keep = use_trace and self._can_keep_another_trace()
         t0 = time.perf_counter()
-        logits = []
+        logits, new_trace = [], []
         for bi, batch in enumerate(self.batches):
             if cancel is not None and cancel.is_set():
                 raise HeadroomError("The evaluation was stopped.")
-            if use_trace and start > 0:
-                out = sim.forward(batch, start_layer=start, hidden=self.trace[bi][start])
+            if start > 0:
+                out = sim.forward(batch, start_layer=start, hidden=source[bi][start], output_hidden_states=keep)
             else:
-                out = sim.forward(batch)
+                out = sim.forward(batch, output_hidden_states=keep)
             logits.append(out.logits)
+            if keep:  # layers before `start` are shared with the source trace, not copied
+                new_trace.append((source[bi][:start] if start > 0 else []) + out.hidden_states)
+        if keep:
+            self._remember_trace(recipe.key(), signature, new_trace)
         result = self._collect(recipe, logits, time.perf_counter() - t0, started_at=start)
         if latency:
             result.latency = self.measure_latency(recipe).to_dict()
         return result
+
+    # ------------------------------------------------------------------------------- traces
+    # Besides the baseline's, the traces (hidden states entering every layer) of the last few
+    # recipes are kept. A new recipe starts from the trace that agrees with it on the most
+    # leading layers: after masking heads in layer 0, toggling a head in layer 5 still only
+    # recomputes layer 5, because the previous recipe already computed layers 0-4 its way.
+    MAX_RECIPE_TRACES = 3
+
+    def _signature(self, recipe: Recipe) -> tuple:
+        """What each layer computes under `recipe`: (embedding signature, per-layer signatures)."""
+        L = self.adapter.num_layers
+        bits = recipe.layer_bits(L)
+        quant = (recipe.granularity, recipe.num_groups, recipe.symmetric, recipe.activation_bits)
+        embedding = (recipe.embedding_bits, quant if recipe.embedding_bits != 32 else None)
+        dropped = set(recipe.dropped_layers)
+        layers = tuple(
+            ("dropped",) if i in dropped else (
+                tuple(recipe.kept_heads(i, self.adapter.heads_in_layer(i))), bits[i],
+                quant if bits[i] != 32 or recipe.activation_bits != 32 else None)
+            for i in range(L)
+        )
+        return embedding, layers
+
+    @staticmethod
+    def _first_difference(a: tuple, b: tuple) -> int:
+        if a[0] != b[0]:
+            return 0
+        for i, (x, y) in enumerate(zip(a[1], b[1])):
+            if x != y:
+                return i
+        return len(a[1])
+
+    def _best_trace(self, signature: tuple):
+        """(layer to start at, trace to start from), the latest start over the kept traces."""
+        with self._lock:
+            candidates = [(self._baseline_signature, self.trace)] + [(sig, tr) for sig, tr in self._recipe_traces.values()]
+        best = (0, None)
+        for sig, trace in candidates:
+            k = self._first_difference(signature, sig)
+            if k > best[0]:
+                best = (k, trace)
+        return best
+
+    def _can_keep_another_trace(self) -> bool:
+        return (len(self._recipe_traces) + 2) * self._trace_bytes() <= self.trace_budget_bytes
+
+    def _remember_trace(self, key: str, signature: tuple, trace: list) -> None:
+        with self._lock:
+            self._recipe_traces[key] = (signature, trace)
+            self._recipe_traces.move_to_end(key)
+            while len(self._recipe_traces) > self.MAX_RECIPE_TRACES:
+                self._recipe_traces.popitem(last=False)
 
     def _collect(self, recipe: Recipe, logits: list[torch.Tensor], seconds: float, started_at: int) -> EvalResult:
         n = len(self.dataset)

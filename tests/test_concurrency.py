@@ -67,3 +67,22 @@ def test_incremental_equals_full_predictions():
         inc, full = ev.evaluate(r), ev.evaluate(r, full=True)
         assert (inc.predictions == full.predictions).all()
         np.testing.assert_allclose(inc.logits, full.logits, atol=1e-5, rtol=0)
+
+
+def test_a_toggle_after_earlier_changes_starts_at_the_changed_layer():
+    ev = Evaluator(tiny_loaded(), tiny_dataset(60), batch_size=16)
+    first = Recipe(masked_heads=[(0, 1)])
+    assert ev.evaluate(first).started_at_layer == 0
+    second = Recipe(masked_heads=[(0, 1), (2, 3)])  # one more head, in the last layer
+    result = ev.evaluate(second)
+    assert result.started_at_layer == 2  # from the first recipe's trace, not from layer 0
+    np.testing.assert_allclose(result.logits, ev.evaluate(second, full=True).logits, atol=1e-5, rtol=0)
+    # a recipe that differs from every kept trace at layer 1 starts there (baseline agrees on layer 0)
+    third = Recipe(masked_heads=[(1, 0)], weight_bits=[32, 32, 8])
+    r3 = ev.evaluate(third)
+    assert r3.started_at_layer == 1
+    np.testing.assert_allclose(r3.logits, ev.evaluate(third, full=True).logits, atol=1e-5, rtol=0)
+    # only a bounded number of recipe traces is kept
+    for h in range(4):
+        ev.evaluate(Recipe(masked_heads=[(1, h)]))
+    assert len(ev._recipe_traces) <= Evaluator.MAX_RECIPE_TRACES
