@@ -236,11 +236,20 @@ def _from_pretrained(source: str, *, trust_remote_code: bool, use_safetensors: b
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                source, trust_remote_code=trust_remote_code, use_safetensors=use_safetensors, **kwargs
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source, trust_remote_code=trust_remote_code, use_safetensors=use_safetensors,
+                output_loading_info=True, **kwargs
             )
         except (OSError, RuntimeError, ValueError) as e:
             raise HeadroomError(f"Could not load the weights of '{source}': {str(e).splitlines()[0]}") from None
+    # A bare encoder (e.g. BertModel) loads "successfully" with a randomly initialised head: refuse it.
+    untrained = [k for k in info.get("missing_keys", []) if "classifier" in k or "pre_classifier" in k]
+    if untrained:
+        architecture = (config.architectures or ["an encoder"])[0]
+        raise HeadroomError(
+            f"'{source}' is not a sequence classifier ({architecture}: its classification head would be random); "
+            "fine-tune it first (python -m analysis train) or load a *ForSequenceClassification checkpoint."
+        )
     return model.eval()
 
 

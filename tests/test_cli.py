@@ -150,3 +150,12 @@ def test_hub_id_offline_fails_fast_with_one_sentence(capsys, monkeypatch):
     code, _, err = run(capsys, "info", "--model", "bert-base-uncased")
     assert code == 2 and "not reachable" in err and len(err.strip().splitlines()) == 1
     assert time.perf_counter() - t0 < 20
+
+
+def test_bare_encoder_is_not_a_classifier(capsys, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4, intermediate_size=64)).save_pretrained(str(tmp_path))
+    tiny_loaded().tokenizer.save_pretrained(str(tmp_path))
+    code, _, err = run(capsys, "info", "--model", str(tmp_path))
+    assert code == 2 and "not a sequence classifier" in err and "BertModel" in err
