@@ -61,7 +61,7 @@ def render() -> None:
         if ctx is not None:
             mine = _user_rows(ctx[0])
         if not mine.empty:
-            fig.add_scatter(x=mine["reduction_pct"], y=mine["speedup_x"], mode="markers+text", name="yours",
+            fig.add_scatter(x=mine["reduction_pct"], y=mine["speedup_x"], mode="markers+text", name="yours (simulated forward; fake-quant runs fp32 kernels)",
                             text=mine["recipe (yours)"], textposition="bottom center",
                             marker=dict(size=15, symbol="star", color="#e45756"),
                             hovertemplate="%{text}<br>size -%{x:.0f}%, %{y:.2f}x (measured, simulated forward)<extra></extra>")
