@@ -81,7 +81,9 @@ def _sweep(ev) -> None:
 def render() -> None:
     st.title("Layers")
     st.caption("Drop whole encoder layers (Sajjad et al. 2020): a dropped layer becomes the identity. "
-               "Exact in simulation: the same logits as the materialized, smaller model.")
+               "Exact in simulation: the same logits as the materialized, smaller model. No re-fine-tuning "
+               "happens here (Sajjad et al. re-fine-tune after dropping, which is why top-layer dropping "
+               "hurts least in their paper and most here: the classifier loses the layer it was trained on).")
     ctx = widgets.context()
     if ctx is None:
         return
