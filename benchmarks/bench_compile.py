@@ -1,0 +1,71 @@
+"""Does torch.compile pay for live what-ifs? Eager vs compiled flat encoder layer, one run.
+
+Times full passes of Headroom's simulated forward (a one-head recipe) over the demo's 500-example
+subset: eager, then `torch.compile(encoder_layer, dynamic=True)` — its first pass (compilation
+included) and its later passes. Compilation pays only if (first - later) is recovered by enough
+later passes; with what-ifs that change the weights' shapes (masked heads are sliced out), more
+recompilation would follow.
+
+    python benchmarks/bench_compile.py --out benchmarks/results/compile_cpu_demo.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from analysis import simulate as S  # noqa: E402
+from analysis.data import load_dataset  # noqa: E402
+from analysis.evaluate import Evaluator  # noqa: E402
+from analysis.models import load_model  # noqa: E402
+from analysis.recipe import Recipe  # noqa: E402
+
+
+def full_pass(ev: Evaluator, layer_fn) -> float:
+    sim = ev.simulators.get(Recipe(masked_heads=[(0, 0)]))
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for batch in ev.batches:
+            h = sim.embed(batch)
+            mask = S.additive_mask(batch.attention_mask, h.dtype)
+            for i in sorted(sim.layers):
+                h, _ = layer_fn(h, mask, sim.layers[i])
+            sim.adapter.classify(h)
+        return time.perf_counter() - t0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="demo")
+    p.add_argument("--limit", type=int, default=500)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    loaded = load_model(args.model)
+    ev = Evaluator(loaded, load_dataset(loaded.default_data, loaded.card.get("eval_split", "test"), limit=args.limit))
+    eager = sorted(full_pass(ev, S.encoder_layer) for _ in range(args.repeats))
+    compiled_layer = torch.compile(S.encoder_layer, dynamic=True)
+    first = full_pass(ev, compiled_layer)
+    later = sorted(full_pass(ev, compiled_layer) for _ in range(args.repeats))
+    e, c = eager[len(eager) // 2], later[len(later) // 2]
+    result = {
+        "model": args.model, "examples": len(ev.dataset), "device": "cpu", "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "eager_pass_s": e, "compiled_first_pass_s": first, "compiled_pass_s": c,
+        "speedup_after_compile": e / c,
+        "passes_to_recover_compile_time": (first - c) / max(e - c, 1e-9),
+    }
+    print(json.dumps(result, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
