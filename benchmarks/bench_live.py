@@ -11,6 +11,7 @@ Every figure is a median over `--repeats` runs on the same machine, in the same 
 
     python benchmarks/bench_live.py --model demo --limit 500 --out benchmarks/results/live_cpu.json
     python benchmarks/bench_live.py --model demo-sst2 --data sst2 --device cuda --out live_cuda.json
+    python benchmarks/bench_live.py --shape bert-base --data sst2 --limit 0 --device cuda --out live_cuda_bert_base.json
 """
 
 from __future__ import annotations
@@ -59,21 +60,43 @@ def naive_pass(loaded, dataset, batch_size: int = 32, max_length: int = 128):
     return torch.cat(preds)
 
 
+def random_model(shape: str, device: str):
+    """A BERT-base-shaped classifier (12 x 12, hidden 768) with random weights and MiniLM's tokenizer.
+
+    Its accuracy means nothing; its speed is that of any BERT-base. The data defaults to SST-2 dev.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from analysis.adapters import Adapter
+    from analysis.models import LoadedModel, _minilm_dir, resolve_device
+
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                        num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    model = BertForSequenceClassification(config).eval()
+    dev = resolve_device(device)
+    model.to(dev)
+    return LoadedModel(f"random {shape}", "config", "directory", model, AutoTokenizer.from_pretrained(str(_minilm_dir())),
+                       Adapter(model), dev, {"data": "sst2", "eval_split": "dev"})
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo")
+    p.add_argument("--shape", default=None, choices=["bert-base"],
+                   help="time a randomly initialised model of this shape instead of --model (timing depends only on shapes)")
     p.add_argument("--data", default=None)
     p.add_argument("--split", default=None)
-    p.add_argument("--limit", type=int, default=500)
+    p.add_argument("--limit", type=int, default=500, help="stratified subset size; 0 = all")
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
-    loaded = load_model(args.model, device=args.device)
+    loaded = random_model(args.shape, args.device) if args.shape else load_model(args.model, device=args.device)
     data = args.data or loaded.default_data
     split = args.split or (loaded.card.get("eval_split") if not args.data else None) or ("dev" if data == "sst2" else "test")
-    dataset = load_dataset(data, split, limit=args.limit)
+    dataset = load_dataset(data, split, limit=args.limit or None)  # 0 = every example
     dev = loaded.device
     half = "fp16" if dev.type == "cuda" else "bf16"
     print(f"{loaded.name} on {dataset.name}: {len(dataset)} examples, device {dev}, "
