@@ -75,8 +75,9 @@ def _importance_heatmap(choice) -> None:
                         marker=dict(symbol="x", size=14, color="white", line=dict(width=1, color="black")),
                         name="masked", hoverinfo="skip", showlegend=False)
     # fit the column: no digits in the cells (unreadable at this size), the hover has them
-    fig.update_traces(texttemplate=None, selector=dict(type="heatmap"))
-    fig.update_layout(width=None, height=90 + 34 * len(imp.scores), margin=dict(t=90, l=50, r=10, b=10),
+    fig.update_traces(texttemplate=None, colorbar=dict(thickness=12), selector=dict(type="heatmap"))
+    fig.update_yaxes(scaleanchor=None)  # square cells would leave a sliver in this narrow column
+    fig.update_layout(width=None, height=150 + 44 * len(imp.scores), margin=dict(t=60, l=50, r=10, b=10),
                       title=dict(font=dict(size=14)))
     st.plotly_chart(fig, width="stretch", key="heads_importance_fig")
     st.caption(f"{imp.what} · {imp.num_examples} examples · {imp.seconds:.1f} s on {imp.device}, "
