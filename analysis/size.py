@@ -48,7 +48,7 @@ class SizeReport:
 def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
     model = adapter.model
     baseline_params = sum(p.numel() for p in model.parameters())
-    hs, H = adapter.head_size, adapter.num_heads
+    hs = adapter.head_size
     by: dict[str, float] = {}
     params = 0
 

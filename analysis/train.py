@@ -303,7 +303,7 @@ def model_card(r: dict, train_ds: TextDataset, test: TextDataset | None) -> str:
              "Measured on the training device, in fp32, with the weights already rounded to fp16 as shipped.", ""]
     if r["eval"]:
         e = r["eval"]
-        lines += [f"| split | examples | accuracy | macro-F1 |", "| --- | --- | --- | --- |",
+        lines += ["| split | examples | accuracy | macro-F1 |", "| --- | --- | --- | --- |",
                   f"| {test.name} (full) | {e['num_examples']:,} | {e['accuracy']:.4f} | {e['macro_f1']:.4f} |"]
     if r["holdout"]:
         h = r["holdout"]

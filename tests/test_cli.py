@@ -1,7 +1,6 @@
 """The command line, in-process: JSON on stdout, and one sentence + status 2 for every bad input."""
 
 import json
-import os
 
 import pytest
 

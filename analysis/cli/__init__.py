@@ -45,13 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m analysis", description="Headroom: BERT compression lab (JSON on stdout).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for group in GROUPS:
-        try:
-            module = importlib.import_module(f"{__name__}.{group}")
-        except ModuleNotFoundError as e:
-            if e.name == f"{__name__}.{group}":
-                continue  # that group is not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"{__name__}.{group}").register(sub)
     return parser
 
 

@@ -7,7 +7,6 @@ import time
 
 import torch
 
-from ..errors import HeadroomError
 from .common import (add_data_args, add_model_args, add_recipe_args, evaluator_from_args, load_model_from_args,
                      recipe_from_args)
 

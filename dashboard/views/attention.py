@@ -7,8 +7,6 @@ PNG/SVG export. Sentences can be typed or taken from the data, including misclas
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import streamlit as st
 
@@ -49,9 +47,6 @@ def render() -> None:
     if ctx is None:
         return
     choice, ev = ctx
-    if importlib.util.find_spec("analysis.heads") is None:
-        st.info("Attention maps are not available yet (analysis/heads.py has not landed).")
-        return
     from analysis.heads import attention_maps
 
     from dashboard.attention_view import bertviz_html, figure_to_image, heads_overview_figure, render_bertviz

@@ -7,18 +7,12 @@ a really quantised model (int8 kernels / bf16) measured on this machine, clearly
 
 from __future__ import annotations
 
-import importlib.util
-
 import streamlit as st
 
 from analysis.recipe import GRANULARITIES, SUPPORTED_BITS
 from dashboard import state, widgets
 
 BIT_CHOICES = [b for b in SUPPORTED_BITS if b != 16][::-1]  # 32, 8, 7, ... 2
-
-
-def _available(module: str) -> bool:
-    return importlib.util.find_spec(f"analysis.{module}") is not None
 
 
 def _on_bits_changed(num_layers: int, adapter) -> None:
@@ -60,9 +54,6 @@ def _controls(num_layers: int, adapter) -> None:
 
 
 def _sensitivity(choice, ev, num_layers: int) -> None:
-    if not _available("sensitivity"):
-        st.info("Hessian sensitivity and bit allocation are not available yet (analysis/sensitivity.py has not landed).")
-        return
     from analysis import sensitivity
 
     job = widgets.get_job("hessian")
@@ -95,9 +86,6 @@ def _sensitivity(choice, ev, num_layers: int) -> None:
 
 
 def _real(ev) -> None:
-    if not _available("quantize_real"):
-        st.info("Real low-precision models are not available yet (analysis/quantize_real.py has not landed).")
-        return
     from analysis.quantize_real import real_quantize
 
     mode = st.radio("Really quantised model", ["int8", "bf16"], key="bits_real_mode", horizontal=True,

@@ -7,8 +7,6 @@ the live metrics panel. Importance and curves run as stoppable background jobs.
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import streamlit as st
 
@@ -23,10 +21,6 @@ METHOD_HELP = {
 }
 
 
-def _available(module: str) -> bool:
-    return importlib.util.find_spec(f"analysis.{module}") is not None
-
-
 def importance_key(choice) -> str:
     return f"importance::{choice.key()}"
 
@@ -36,9 +30,6 @@ def current_importance(choice):
 
 
 def _importance_controls(choice, ev) -> None:
-    if not _available("importance"):
-        st.info("Head importance is not available yet (analysis/importance.py has not landed).")
-        return
     from analysis.importance import METHODS, compute_importance
 
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
@@ -109,9 +100,6 @@ def _presets(ev, L: int, H: int, choice) -> None:
 
 
 def _curve_section(choice, ev) -> None:
-    if not _available("heads"):
-        st.info("The pruning curve is not available yet (analysis/heads.py has not landed).")
-        return
     from analysis.heads import prune_curve
 
     c1, c2, c3 = st.columns([2, 1, 1])

@@ -6,8 +6,6 @@ the live metrics panel follows. The sweep of every strategy at every k runs as a
 
 from __future__ import annotations
 
-import importlib.util
-
 import streamlit as st
 
 from dashboard import state, widgets
@@ -33,9 +31,6 @@ def _by_hand(num_layers: int, adapter) -> None:
 
 
 def _strategy(ev, num_layers: int) -> None:
-    if importlib.util.find_spec("analysis.layers") is None:
-        st.info("Layer-dropping strategies are not available yet (analysis/layers.py has not landed); tick layers by hand.")
-        return
     from analysis.layers import STRATEGIES, dropped_layers_for, layer_contributions, max_k
 
     strategies = [s for s in STRATEGIES if s != "custom"]
@@ -53,8 +48,6 @@ def _strategy(ev, num_layers: int) -> None:
 
 
 def _sweep(ev) -> None:
-    if importlib.util.find_spec("analysis.layers") is None:
-        return
     from analysis.layers import sweep
 
     job = widgets.get_job("layer sweep")

@@ -6,8 +6,6 @@ a stopwatch lap after each piece of Headroom's forward). Lines: time and FLOPs v
 
 from __future__ import annotations
 
-import importlib.util
-
 import streamlit as st
 import torch
 
@@ -21,9 +19,6 @@ def render() -> None:
     if ctx is None:
         return
     choice, ev = ctx
-    if importlib.util.find_spec("analysis.profile") is None:
-        st.info("Profiling is not available yet (analysis/profile.py has not landed).")
-        return
     from analysis.profile import profile_model, sweep_seq_len
 
     recipe = state.recipe()
