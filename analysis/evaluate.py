@@ -15,6 +15,8 @@ threads at once: it reads shared state and writes only its own result.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import statistics
 import threading
 import time
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import TextDataset, align_labels, compute_metrics, make_batches
+from .data import Batch, TextDataset, align_labels, compute_metrics, make_batches
 from .errors import HeadroomError
 from .models import LoadedModel
 from .recipe import Recipe
@@ -138,7 +140,8 @@ class Evaluator:
         self._lock = threading.Lock()
         self.trace: list[list[torch.Tensor]] | None = None
         self._recipe_traces: OrderedDict[str, tuple] = OrderedDict()
-        self._baseline_signature = self._signature(Recipe())
+        self._latency_batches: dict[tuple[int, int], Batch] = {}
+        self._baseline_signature = Recipe().signature(self.adapter.num_layers)
         self.baseline: EvalResult | None = None
         self._baseline_preds: np.ndarray | None = None
         self._compute_baseline()
@@ -194,7 +197,7 @@ class Evaluator:
             return result
         sim = self.simulators.get(recipe, self.sim_dtype)
         use_trace = self.trace is not None and not full
-        signature = self._signature(recipe)
+        signature = recipe.signature(self.adapter.num_layers)
         start, source = self._best_trace(signature) if use_trace else (0, None)
         keep = use_trace and self._can_keep_another_trace()
         t0 = time.perf_counter()
@@ -223,37 +226,13 @@ class Evaluator:
     # recomputes layer 5, because the previous recipe already computed layers 0-4 its way.
     MAX_RECIPE_TRACES = 3
 
-    def _signature(self, recipe: Recipe) -> tuple:
-        """What each layer computes under `recipe`: (embedding signature, per-layer signatures)."""
-        L = self.adapter.num_layers
-        bits = recipe.layer_bits(L)
-        quant = (recipe.granularity, recipe.num_groups, recipe.symmetric, recipe.activation_bits)
-        embedding = (recipe.embedding_bits, quant if recipe.embedding_bits != 32 else None)
-        dropped = set(recipe.dropped_layers)
-        layers = tuple(
-            ("dropped",) if i in dropped else (
-                tuple(recipe.kept_heads(i, self.adapter.heads_in_layer(i))), bits[i],
-                quant if bits[i] != 32 or recipe.activation_bits != 32 else None)
-            for i in range(L)
-        )
-        return embedding, layers
-
-    @staticmethod
-    def _first_difference(a: tuple, b: tuple) -> int:
-        if a[0] != b[0]:
-            return 0
-        for i, (x, y) in enumerate(zip(a[1], b[1])):
-            if x != y:
-                return i
-        return len(a[1])
-
     def _best_trace(self, signature: tuple):
         """(layer to start at, trace to start from), the latest start over the kept traces."""
         with self._lock:
             candidates = [(self._baseline_signature, self.trace)] + [(sig, tr) for sig, tr in self._recipe_traces.values()]
         best = (0, None)
         for sig, trace in candidates:
-            k = self._first_difference(signature, sig)
+            k = Recipe.first_difference(signature, sig)
             if k > best[0]:
                 best = (k, trace)
         return best
@@ -301,31 +280,31 @@ class Evaluator:
         )
 
     # ------------------------------------------------------------------------------- latency
-    @property
+    @functools.cached_property
     def typical_seq_len(self) -> int:
         """Median real length of the dataset's examples, rounded up to a multiple of 8."""
         lengths = torch.cat([b.attention_mask.sum(1).cpu() for b in self.batches])
         return int(min(self.max_length, -(-int(lengths.median()) // 8) * 8))
 
-    def latency_batch(self, batch_size: int = 32, seq_len: int = 128):
-        """A fixed-shape batch (B, T) of real tokens from the dataset, for timing."""
-        ids, mask = [], []
-        for b in self.batches:
-            for row in range(b.input_ids.shape[0]):
-                ids.append(b.input_ids[row])
-                mask.append(b.attention_mask[row])
-        pad = self.loaded.tokenizer.pad_token_id or 0
-        input_ids = torch.full((batch_size, seq_len), pad, dtype=torch.long, device=self.device)
-        attention_mask = torch.zeros((batch_size, seq_len), dtype=torch.long, device=self.device)
-        for r in range(batch_size):
-            src_ids, src_mask = ids[r % len(ids)], mask[r % len(ids)]
-            n = min(seq_len, src_ids.shape[0])
-            input_ids[r, :n] = src_ids[:n]
-            attention_mask[r, :n] = src_mask[:n]
-        from .data import Batch
-
-        return Batch(input_ids=input_ids, attention_mask=attention_mask,
-                     token_type_ids=torch.zeros_like(input_ids), example_ids=torch.arange(batch_size))
+    def latency_batch(self, batch_size: int = 32, seq_len: int = 128) -> Batch:
+        """A fixed-shape batch (B, T) of real tokens from the dataset, for timing (built once per shape)."""
+        key = (batch_size, seq_len)
+        if key not in self._latency_batches:
+            rows = list(itertools.islice(
+                ((b.input_ids[r], b.attention_mask[r]) for b in self.batches for r in range(b.input_ids.shape[0])),
+                batch_size))
+            pad = self.loaded.tokenizer.pad_token_id or 0
+            input_ids = torch.full((batch_size, seq_len), pad, dtype=torch.long, device=self.device)
+            attention_mask = torch.zeros((batch_size, seq_len), dtype=torch.long, device=self.device)
+            for r in range(batch_size):
+                src_ids, src_mask = rows[r % len(rows)]
+                n = min(seq_len, src_ids.shape[0])
+                input_ids[r, :n] = src_ids[:n]
+                attention_mask[r, :n] = src_mask[:n]
+            self._latency_batches[key] = Batch(input_ids=input_ids, attention_mask=attention_mask,
+                                               token_type_ids=torch.zeros_like(input_ids),
+                                               example_ids=torch.arange(batch_size))
+        return self._latency_batches[key]
 
     @torch.inference_mode()
     def measure_latency(self, recipe: Recipe, *, batch_size: int = 32, seq_len: int | None = None, repeats: int = 5) -> Latency:

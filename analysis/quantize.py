@@ -63,16 +63,9 @@ def _largest_divisor_at_most(n: int, k: int) -> int:
 
 
 def num_ranges(shape: tuple[int, int], granularity: str, *, role: str, head_size: int, num_groups: int) -> int:
-    out_features, in_features = shape
-    if granularity == "per-tensor":
-        return 1
-    if granularity == "per-channel":
-        return out_features
-    if granularity == "per-head" and role in ("query", "key", "value"):
-        return out_features // head_size
-    if granularity == "per-head" and role == "attention_output":
-        return in_features // head_size
-    return _largest_divisor_at_most(out_features, num_groups)
+    """How many ranges (scales) `fake_quantize` uses for a matrix of this shape: `_group_view`'s rows."""
+    meta = torch.empty(shape, device="meta")  # shapes only, no memory
+    return _group_view(meta, granularity, role=role, head_size=head_size, num_groups=num_groups)[0].shape[0]
 
 
 @dataclass

@@ -138,19 +138,39 @@ class Recipe:
     def is_baseline(self) -> bool:
         return self.key() == Recipe().key()
 
+    def signature(self, num_layers: int) -> tuple:
+        """What each stage computes under this recipe: (embeddings, layer 0, ..., layer L-1).
+
+        Two recipes whose signatures agree up to layer k produce the same hidden states entering
+        layer k, which is what incremental evaluation relies on (`first_difference`).
+        """
+        bits = self.layer_bits(num_layers)
+        quant = (self.granularity, self.num_groups, self.symmetric, self.activation_bits)
+        embedding = (self.embedding_bits, quant if self.embedding_bits != 32 else None)
+        dropped = set(self.dropped_layers)
+        masked = [tuple(h for l, h in self.masked_heads if l == i) for i in range(num_layers)]
+        layers = tuple(
+            ("dropped",) if i in dropped else
+            (masked[i], bits[i], quant if bits[i] != 32 or self.activation_bits != 32 else None)
+            for i in range(num_layers)
+        )
+        return (embedding,) + layers
+
+    @staticmethod
+    def first_difference(a: tuple, b: tuple) -> int:
+        """The first layer computed differently under two signatures (0 if the embeddings differ)."""
+        for stage, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return max(stage - 1, 0)
+        return len(a) - 1
+
     def first_changed_layer(self, num_layers: int) -> int:
         """The first layer whose computation differs from the unmodified model.
 
         Layers before it produce the baseline's hidden states, so incremental evaluation can start
         there. 0 when the embeddings change; `num_layers` when only the name differs.
         """
-        if self.embedding_bits != 32:
-            return 0
-        candidates = [l for l, _ in self.masked_heads] + list(self.dropped_layers)
-        if self.activation_bits != 32:
-            candidates.append(0)
-        candidates += [l for l, b in enumerate(self.layer_bits(num_layers)) if b != 32]
-        return min(candidates, default=num_layers)
+        return self.first_difference(self.signature(num_layers), Recipe().signature(num_layers))
 
     def describe(self) -> str:
         parts = []
