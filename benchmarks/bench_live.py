@@ -28,22 +28,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from analysis.data import load_dataset  # noqa: E402
-from analysis.evaluate import Evaluator  # noqa: E402
+from analysis.evaluate import Evaluator, measure  # noqa: E402
 from analysis.models import load_model  # noqa: E402
 from analysis.recipe import Recipe  # noqa: E402
 
 
 def median_time(fn, repeats: int, device: torch.device) -> float:
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of `fn()` over `repeats` runs, no warm-up (CUDA-synchronised): analysis.evaluate.measure."""
+    return statistics.median(measure(fn, warmup=0, repeats=repeats, device=device))
 
 
 @torch.inference_mode()
