@@ -17,15 +17,14 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from analysis import simulate as S  # noqa: E402
-from analysis.data import load_dataset  # noqa: E402
-from analysis.evaluate import Evaluator  # noqa: E402
-from analysis.models import load_model  # noqa: E402
-from analysis.recipe import Recipe  # noqa: E402
+from analysis.core import simulate as S
+from analysis.io.data import load_dataset
+from analysis.measure.evaluate import Evaluator
+from analysis.io.models import load_model
+from analysis.core.recipe import Recipe
 
 
 def full_pass(ev: Evaluator, layer_fn) -> float:

@@ -19,9 +19,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from tests.browser import offline_page, streamlit_app, wait_for_streamlit  # noqa: E402
+from tests.browser import offline_page, streamlit_app, wait_for_streamlit
 
 PANEL = ".st-key-metrics_panel"
 CAPTION = PANEL + " [data-testid='stCaptionContainer']"

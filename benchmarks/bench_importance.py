@@ -24,15 +24,14 @@ import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from analysis.data import load_dataset  # noqa: E402
-from analysis.evaluate import Evaluator, measure  # noqa: E402
-from analysis.importance import compute_importance  # noqa: E402
-from analysis.models import load_model  # noqa: E402
-from analysis.recipe import Recipe  # noqa: E402
+from analysis.io.data import load_dataset
+from analysis.measure.evaluate import Evaluator, measure
+from analysis.methods.importance import compute_importance
+from analysis.io.models import load_model
+from analysis.core.recipe import Recipe
 
 
 def median_time(fn, repeats: int, device: torch.device) -> float:
@@ -42,8 +41,7 @@ def median_time(fn, repeats: int, device: torch.device) -> float:
 
 def load(args):
     if args.model == "tiny":  # a tiny random BERT with the real tokenizer: for a quick check only
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-        from tiny_models import tiny_dataset, tiny_loaded
+        from analysis.testing import tiny_dataset, tiny_loaded
 
         return tiny_loaded(layers=6, heads=12, hidden=384), tiny_dataset(args.limit or 200)
     loaded = load_model(args.model, device=args.device)

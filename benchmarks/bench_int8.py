@@ -20,12 +20,11 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from analysis.models import load_model  # noqa: E402
-from analysis.quantize_real import _torch_ao_int8, _torchao_int8, build, serialized_bytes, synthetic_batch  # noqa: E402
+from analysis.io.models import load_model
+from analysis.measure.lowbit import _torch_ao_int8, _torchao_int8, build, serialized_bytes, synthetic_batch
 
 
 def variants(model, device):
@@ -107,10 +106,10 @@ def main() -> None:
         "results": results, "notes": notes,
     }
     if args.accuracy:
-        from analysis.data import load_dataset
-        from analysis.evaluate import Evaluator
-        from analysis.quantize_real import predict
-        from analysis.data import compute_metrics
+        from analysis.io.data import load_dataset
+        from analysis.measure.evaluate import Evaluator
+        from analysis.measure.lowbit import predict
+        from analysis.io.data import compute_metrics
 
         loaded_dev = load_model(args.model, device=str(device))
         ds = load_dataset(loaded_dev.default_data, loaded_dev.card.get("eval_split", "test"), limit=args.limit)

@@ -16,13 +16,12 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from analysis.layers import dropped_layers_for, materialized_latency  # noqa: E402
-from analysis.models import load_model  # noqa: E402
-from analysis.quantize_real import synthetic_batch  # noqa: E402
+from analysis.methods.layers import dropped_layers_for, materialized_latency
+from analysis.io.models import load_model
+from analysis.measure.lowbit import synthetic_batch
 
 
 def main() -> None:

@@ -23,14 +23,13 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from analysis.data import load_dataset  # noqa: E402
-from analysis.evaluate import Evaluator, measure  # noqa: E402
-from analysis.models import load_model  # noqa: E402
-from analysis.recipe import Recipe  # noqa: E402
+from analysis.io.data import load_dataset
+from analysis.measure.evaluate import Evaluator, measure
+from analysis.io.models import load_model
+from analysis.core.recipe import Recipe
 
 
 def median_time(fn, repeats: int, device: torch.device) -> float:
@@ -59,8 +58,8 @@ def random_model(shape: str, device: str):
     """
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from analysis.adapters import Adapter
-    from analysis.models import LoadedModel, _minilm_dir, resolve_device
+    from analysis.core.adapters import Adapter
+    from analysis.io.models import LoadedModel, _minilm_dir, resolve_device
 
     torch.manual_seed(0)
     config = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,

@@ -3,7 +3,7 @@
 Michel et al. 2019 (section 6) report up to 17.5% faster inference after pruning 50% of BERT's
 heads. Here: Michel importance (per-layer L2-normalised, as in their pruning code) on `--limit`
 examples ranks every head; the `--fraction` least important heads (globally) are pruned; the
-Recipe is materialized (`analysis.materialize`: heads sliced out of Q/K/V/O, uneven heads per
+Recipe is materialized (`analysis.core.materialize`: heads sliced out of Q/K/V/O, uneven heads per
 layer) and the plain HuggingFace forward of the pruned and the unpruned model is timed with
 `analysis.evaluate.measure` at batch sizes 1/8/32 and sequence lengths 32/128, alternating the
 two models round by round so drift on a shared machine hits both alike. Masking heads with a
@@ -23,17 +23,16 @@ import statistics
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from analysis.data import load_dataset  # noqa: E402
-from analysis.evaluate import Evaluator, measure  # noqa: E402
-from analysis.heads import prune_half_recipe  # noqa: E402
-from analysis.importance import michel_importance  # noqa: E402
-from analysis.materialize import materialize, save_materialized  # noqa: E402
-from analysis.models import load_model  # noqa: E402
-from analysis.recipe import Recipe  # noqa: E402
+from analysis.io.data import load_dataset
+from analysis.measure.evaluate import Evaluator, measure
+from analysis.methods.heads import prune_half_recipe
+from analysis.methods.importance import michel_importance
+from analysis.core.materialize import materialize, save_materialized
+from analysis.io.models import load_model
+from analysis.core.recipe import Recipe
 
 
 def load(args):

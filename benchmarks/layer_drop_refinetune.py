@@ -18,18 +18,17 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from analysis.data import collate, load_dataset, tokenize  # noqa: E402
-from analysis.evaluate import Evaluator  # noqa: E402
-from analysis.layers import dropped_layers_for, layer_contributions  # noqa: E402
-from analysis.materialize import materialize  # noqa: E402
-from analysis.models import load_model  # noqa: E402
-from analysis.recipe import Recipe  # noqa: E402
-from analysis.train import length_grouped_batches, seed_everything, use_bf16  # noqa: E402
+from analysis.io.data import collate, load_dataset, tokenize
+from analysis.measure.evaluate import Evaluator
+from analysis.methods.layers import dropped_layers_for, layer_contributions
+from analysis.core.materialize import materialize
+from analysis.io.models import load_model
+from analysis.core.recipe import Recipe
+from analysis.io.train import length_grouped_batches, seed_everything, use_bf16
 
 STRATEGIES = ("top", "bottom", "symmetric", "alternate-odd", "alternate-even", "contribution")
 

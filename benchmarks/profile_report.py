@@ -24,12 +24,11 @@ import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from analysis.profile import course_observations, profile_model, sweep_batch_size, sweep_seq_len  # noqa: E402
-from analysis.recipe import Recipe  # noqa: E402
+from analysis.measure.profile import course_observations, profile_model, sweep_batch_size, sweep_seq_len
+from analysis.core.recipe import Recipe
 
 SHAPES = {
     "bert-base": dict(num_hidden_layers=12, num_attention_heads=12, hidden_size=768, intermediate_size=3072),
@@ -153,7 +152,7 @@ def main() -> None:
         shape = args.shape or "minilm"
         model_like, name = random_model(shape, args.device), f"random {shape}-shaped BERT (from a config)"
     else:
-        from analysis.models import load_model
+        from analysis.io.models import load_model
 
         model_like = load_model(args.model, device=args.device)
         name = args.model

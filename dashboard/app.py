@@ -11,19 +11,20 @@ every number comes from `analysis`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.append(str(REPO_ROOT))  # append: Streamlit swaps sys.path[0] around each script run
+import analysis
+
+analysis.quiet()
 
 import streamlit as st  # noqa: E402
 
 from dashboard import state  # noqa: E402
 
+DASHBOARD = Path(__file__).resolve().parent
+
 # a local favicon, and no :material: page icons: the browser would fetch those from Google
-st.set_page_config(page_title="Headroom", page_icon=str(REPO_ROOT / "dashboard" / "static" / "favicon.png"),
+st.set_page_config(page_title="Headroom", page_icon=str(DASHBOARD / "static" / "favicon.png"),
                    layout="wide")
 
 state.init()
@@ -32,7 +33,7 @@ start = st.session_state.get("start_page") or "model"
 PAGE_TITLES = {"model": "Model & data", "attention": "Attention", "heads": "Heads", "layers": "Layers", "bits": "Bits",
                "profile": "Profile", "tradeoffs": "Trade-offs", "papers": "Papers"}
 PAGE_FILES = {"model": "model_data.py"}
-PAGES = {name: st.Page(REPO_ROOT / "dashboard" / "views" / PAGE_FILES.get(name, f"{name}.py"), title=title,
+PAGES = {name: st.Page(DASHBOARD / "views" / PAGE_FILES.get(name, f"{name}.py"), title=title,
                        url_path=name, default=(name == start))
          for name, title in PAGE_TITLES.items()}
 page = st.navigation(list(PAGES.values()))

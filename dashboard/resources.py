@@ -10,7 +10,7 @@
 - `upload_path(name, data)`: an uploaded file saved under a name derived from its bytes, so the
   data spec (and the cache key) is the same for the same content.
 
-The model name `tiny` (a 3-layer random BERT from tests/tiny_models.py) and data `tiny` exist so
+The model name `tiny` (a 3-layer random BERT from analysis/testing.py) and data `tiny` exist so
 the dashboard's tests run in seconds; HEADROOM_DASHBOARD_MODEL=tiny starts the app on them.
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.errors import HeadroomError
-from analysis.evaluate import EvalResult, Evaluator
-from analysis.recipe import Recipe
+from analysis.measure.evaluate import EvalResult, Evaluator
+from analysis.core.recipe import Recipe
 
 from .state import DataChoice
 
@@ -37,19 +37,19 @@ MAX_RESULTS = 512  # EvalResults kept per process (each holds N x num_labels log
 @st.cache_resource(max_entries=4, show_spinner="Loading the model ...")
 def loaded_model(name: str, device: str):
     if name == "tiny":
-        from tests.tiny_models import tiny_loaded
+        from analysis.testing import tiny_loaded
 
         return tiny_loaded(layers=3, heads=4, hidden=32, num_labels=3)
-    from analysis.models import load_model
+    from analysis.io.models import load_model
 
     return load_model(name, device=device)
 
 
 def load_data(choice: DataChoice):
-    from analysis.data import load_dataset
+    from analysis.io.data import load_dataset
 
     if choice.data == "tiny":
-        from tests.tiny_models import tiny_dataset
+        from analysis.testing import tiny_dataset
 
         ds = tiny_dataset(n=choice.limit or 60)
         return ds

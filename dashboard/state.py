@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 import streamlit as st
 
 from analysis.errors import HeadroomError
-from analysis.recipe import Recipe
+from analysis.core.recipe import Recipe
 
 GRANULARITY_CODES = {"per-tensor": "pt", "per-channel": "pc", "per-head": "ph", "groups": "gr"}
 CODE_GRANULARITY = {v: k for k, v in GRANULARITY_CODES.items()}

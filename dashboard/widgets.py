@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 from analysis.errors import HeadroomError
-from analysis.recipe import Recipe
+from analysis.core.recipe import Recipe
 
 from . import resources, state
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from analysis.cli import main
-from tiny_models import tiny_dataset, tiny_loaded
+from analysis.testing import tiny_dataset, tiny_loaded
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from analysis.errors import HeadroomError
-from analysis.evaluate import Evaluator
-from analysis.recipe import Recipe
-from tiny_models import tiny_dataset, tiny_loaded
+from analysis.measure.evaluate import Evaluator
+from analysis.core.recipe import Recipe
+from analysis.testing import tiny_dataset, tiny_loaded
 
 RECIPES = [
     Recipe(),

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from analysis.errors import HeadroomError
-from analysis.recipe import Recipe
+from analysis.core.recipe import Recipe
 from dashboard.state import decode_recipe, encode_recipe
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")

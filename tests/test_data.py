@@ -1,4 +1,4 @@
-"""analysis.data: loading, subsets, label alignment, batching and metrics (fast; no download)."""
+"""analysis.io.data: loading, subsets, label alignment, batching and metrics (fast; no download)."""
 
 import importlib.util
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.data import (TextDataset, align_labels, compute_metrics, count_truncated, load_dataset,
+from analysis.io.data import (TextDataset, align_labels, compute_metrics, count_truncated, load_dataset,
                            make_batches, stratified_subset)
 from analysis.errors import HeadroomError
 
@@ -154,7 +154,7 @@ def test_sst2_dev():
 def test_sst2_missing_everywhere_says_where_it_looked(tmp_path, monkeypatch):
     if importlib.util.find_spec("datasets") is not None:
         pytest.skip("`datasets` is installed, so a missing local copy falls back to it")
-    monkeypatch.setattr("analysis.data._sst2_candidates", lambda d: [tmp_path / "nowhere"])
+    monkeypatch.setattr("analysis.io.data._sst2_candidates", lambda d: [tmp_path / "nowhere"])
     with pytest.raises(HeadroomError, match="HEADROOM_SST2_DIR"):
         load_dataset("sst2", "dev")
 

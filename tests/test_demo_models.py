@@ -5,11 +5,11 @@ import json
 import pytest
 
 from analysis.cli import main
-from analysis.data import load_dataset
-from analysis.evaluate import Evaluator
-from analysis.materialize import materialize
-from analysis.models import ASSETS, load_model
-from analysis.recipe import Recipe
+from analysis.io.data import load_dataset
+from analysis.measure.evaluate import Evaluator
+from analysis.core.materialize import materialize
+from analysis.io.models import ASSETS, load_model
+from analysis.core.recipe import Recipe
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.adapters import Adapter
+from analysis.core.adapters import Adapter
 from analysis.errors import HeadroomError
-from analysis.materialize import load_materialized, materialize, save_materialized
-from analysis.recipe import Recipe
-from analysis.simulate import simulate
-from tiny_models import ARCHITECTURES, tiny_batch, tiny_model
+from analysis.core.materialize import load_materialized, materialize, save_materialized
+from analysis.core.recipe import Recipe
+from analysis.core.simulate import simulate
+from analysis.testing import ARCHITECTURES, tiny_batch, tiny_model
 
 TOL = 1e-4
 

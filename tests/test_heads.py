@@ -1,4 +1,4 @@
-"""Attention statistics, attention maps and the Sixteen-Heads experiments (analysis/heads.py)."""
+"""Attention statistics, attention maps and the Sixteen-Heads experiments (analysis/methods/heads.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from analysis.errors import HeadroomError
-from analysis.evaluate import Evaluator
-from analysis.heads import (STATS, area_under_curve, attention_maps, batch_head_stats, fraction_steps, head_stats,
+from analysis.measure.evaluate import Evaluator
+from analysis.methods.heads import (STATS, area_under_curve, attention_maps, batch_head_stats, fraction_steps, head_stats,
                             keep_one_head, prune_curve, prune_half_recipe, punctuation_ids, within_one_point)
-from analysis.importance import michel_importance
-from analysis.recipe import Recipe
-from tiny_models import tiny_dataset, tiny_loaded
+from analysis.methods.importance import michel_importance
+from analysis.core.recipe import Recipe
+from analysis.testing import tiny_dataset, tiny_loaded
 
 L, H = 3, 4
 

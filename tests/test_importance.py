@@ -1,4 +1,4 @@
-"""Head importance (analysis/importance.py) on tiny random BERTs.
+"""Head importance (analysis/methods/importance.py) on tiny random BERTs.
 
 The key check: Michel importance equals a finite-difference estimate of dLoss/dgate, taken by
 perturbing each head's gate, and comes from one forward + one backward per batch.
@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from analysis.errors import HeadroomError
-from analysis.evaluate import Evaluator
-from analysis.importance import (HeadImportance, ablation_importance, agreement_matrix, attention_entropy,
+from analysis.measure.evaluate import Evaluator
+from analysis.methods.importance import (HeadImportance, ablation_importance, agreement_matrix, attention_entropy,
                                  compute_importance, entropy_importance, grad_simulator, michel_importance,
                                  rank_agreement, split_in_halves, taylor_importance)
-from analysis.recipe import Recipe
-from analysis.simulate import SimulatedModel
-from tiny_models import tiny_dataset, tiny_loaded
+from analysis.core.recipe import Recipe
+from analysis.core.simulate import SimulatedModel
+from analysis.testing import tiny_dataset, tiny_loaded
 
 L, H = 3, 4
 

@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.adapters import Adapter
+from analysis.core.adapters import Adapter
 from analysis.errors import HeadroomError
-from analysis.evaluate import Evaluator
-from analysis.layers import (SWEEP_STRATEGIES, dropped_layers_for, layer_contributions, materialized_latency, max_k,
+from analysis.measure.evaluate import Evaluator
+from analysis.methods.layers import (SWEEP_STRATEGIES, dropped_layers_for, layer_contributions, materialized_latency, max_k,
                              sweep)
-from analysis.materialize import materialize
-from analysis.recipe import Recipe
-from analysis.simulate import simulate
-from tiny_models import tiny_batch, tiny_dataset, tiny_loaded, tiny_model
+from analysis.core.materialize import materialize
+from analysis.core.recipe import Recipe
+from analysis.core.simulate import simulate
+from analysis.testing import tiny_batch, tiny_dataset, tiny_loaded, tiny_model
 
 
 def test_strategies_match_the_paper_on_12_layers():

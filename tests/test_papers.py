@@ -1,4 +1,4 @@
-"""Tests for analysis/papers.py: the shipped papers table parses, row by row."""
+"""Tests for analysis/io/papers.py: the shipped papers table parses, row by row."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis.errors import HeadroomError
-from analysis.papers import (
+from analysis.io.papers import (
     COLUMNS,
     METHOD_KINDS,
     load_papers,

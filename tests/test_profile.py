@@ -6,15 +6,15 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from analysis.adapters import Adapter
+from analysis.core.adapters import Adapter
 from analysis.errors import HeadroomError
-from analysis.flops import count_flops, count_parameters, flops_by_component, total_flops
-from analysis.profile import (Stopwatch, course_observations, profile_model, profiled_encoder_layer,
+from analysis.measure.flops import count_flops, count_parameters, flops_by_component, total_flops
+from analysis.measure.profile import (Stopwatch, course_observations, profile_model, profiled_encoder_layer,
                               sweep_seq_len, synthetic_batch)
-from analysis.recipe import Recipe
-from analysis.simulate import additive_mask, encoder_layer, simulate
-from analysis.size import size_report
-from tiny_models import ARCHITECTURES, tiny_model
+from analysis.core.recipe import Recipe
+from analysis.core.simulate import additive_mask, encoder_layer, simulate
+from analysis.measure.size import size_report
+from analysis.testing import ARCHITECTURES, tiny_model
 
 # BERT-base by hand, batch 1, seq 128 (D=768, I=3072, 12 heads of 64), 2 FLOPs per multiply-add:
 T, D, I, H, HS = 128, 768, 3072, 12, 64
@@ -183,7 +183,7 @@ def test_bad_requests_are_one_sentence():
 
 def test_cli_profile(capsys, tmp_path):
     from analysis.cli import main
-    from tiny_models import tiny_loaded
+    from analysis.testing import tiny_loaded
 
     loaded = tiny_loaded()
     loaded.model.save_pretrained(str(tmp_path))

@@ -6,16 +6,16 @@ import json
 import pytest
 import torch
 
-from analysis.adapters import Adapter
+from analysis.core.adapters import Adapter
 from analysis.errors import HeadroomError
-from analysis.evaluate import Evaluator
-from analysis.quantize import fake_quantize, quantization_error, quantize_weight, quantized_bytes
-from analysis.recipe import Recipe
-from analysis.sensitivity import (_FIELDS, allocate_bits, hessian_sensitivity, layer_loss_fn, top_eigenvalue,
+from analysis.measure.evaluate import Evaluator
+from analysis.core.quantize import fake_quantize, quantization_error, quantize_weight, quantized_bytes
+from analysis.core.recipe import Recipe
+from analysis.methods.sensitivity import (_FIELDS, allocate_bits, hessian_sensitivity, layer_loss_fn, top_eigenvalue,
                                   uniform_bits_at_size)
-from analysis.simulate import ROLES, simulate
-from analysis.size import size_report
-from tiny_models import tiny_batch, tiny_dataset, tiny_loaded, tiny_model
+from analysis.core.simulate import ROLES, simulate
+from analysis.measure.size import size_report
+from analysis.testing import tiny_batch, tiny_dataset, tiny_loaded, tiny_model
 
 
 @pytest.mark.parametrize("granularity", ["per-tensor", "per-channel", "per-head", "groups"])
@@ -157,7 +157,7 @@ def test_allocate_bits_meets_budget_and_follows_sensitivity(ev):
 
 
 def test_real_int8_keeps_most_argmaxes():
-    from analysis.quantize_real import real_quantize
+    from analysis.measure.lowbit import real_quantize
 
     model = tiny_model("bert", layers=2, heads=4, hidden=64)
     batch = tiny_batch(batch_size=32, seq_len=12)
@@ -178,7 +178,7 @@ def test_real_int8_keeps_most_argmaxes():
 
 
 def test_real_quantize_with_evaluator_reports_accuracy(ev):
-    from analysis.quantize_real import real_quantize
+    from analysis.measure.lowbit import real_quantize
 
     r = real_quantize(ev.loaded.model, "bf16", evaluator=ev, batch_size=4, seq_len=16, repeats=1)
     assert r.num_examples == 40 and 0.0 <= r.metric <= 1.0 and r.agreement_with_fp32 >= 0.5

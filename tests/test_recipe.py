@@ -5,7 +5,7 @@ import json
 import pytest
 
 from analysis.errors import HeadroomError
-from analysis.recipe import Recipe, parse_head_list, parse_int_list
+from analysis.core.recipe import Recipe, parse_head_list, parse_int_list
 
 
 def test_json_round_trip_keeps_everything():

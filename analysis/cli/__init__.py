@@ -15,14 +15,14 @@ import traceback
 
 import numpy as np
 
-from ..errors import HeadroomError
+from analysis.errors import HeadroomError
 
 GROUPS = ("core", "heads", "layers", "quantization", "profile")
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse's own errors: one sentence, status 2
-        print(f"error: {message} (see python -m analysis {self.prog.split()[-1]} --help)", file=sys.stderr)
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 
@@ -35,14 +35,22 @@ def _json_default(o):
 
 
 def emit(result: dict) -> None:
-    json.dump(result, sys.stdout, indent=2, default=_json_default)
-    sys.stdout.write("\n")
+    # Serialise first, so a value JSON cannot hold fails before anything is printed; NaN and
+    # infinities are refused (allow_nan=False): `--json` never prints text a JSON parser rejects.
+    try:
+        text = json.dumps(result, indent=2, default=_json_default, allow_nan=False)
+    except ValueError:
+        raise HeadroomError("The result holds a value JSON cannot represent (NaN or infinity); "
+                            "check the inputs that produced it.") from None
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = _Parser(prog="python -m analysis", description="Headroom: BERT compression lab (JSON on stdout).")
+    prog = "headroom" if os.path.basename(sys.argv[0]) == "headroom" else "python -m analysis"
+    parser = _Parser(prog=prog, description="Headroom: BERT compression lab (JSON on stdout).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for group in GROUPS:
         importlib.import_module(f"{__name__}.{group}").register(sub)
@@ -50,14 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import analysis
+
+    analysis.quiet()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv[:1] == ["train"]:  # training has its own argument parser (analysis/train.py)
-            from .. import train
+        if argv[:1] == ["train"]:  # training has its own argument parser (analysis/io/train.py)
+            from analysis.io import train
 
             return train.main(argv[1:])
         args = build_parser().parse_args(argv)
         result = args.func(args)
+        if result is not None:
+            emit(result)
+    except BrokenPipeError:  # `headroom ... | head`: the reader left; not an error of the run
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except HeadroomError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -69,6 +85,4 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"internal error: {type(e).__name__}: {e} (set HEADROOM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-    if result is not None:
-        emit(result)
     return 0

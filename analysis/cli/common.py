@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import HeadroomError
-from ..recipe import Recipe, parse_head_list, parse_int_list
+from analysis.errors import HeadroomError
+from analysis.core.recipe import Recipe, parse_head_list, parse_int_list
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ def recipe_from_args(args) -> Recipe:
 
 
 def load_model_from_args(args):
-    from ..models import load_model
+    from analysis.io.models import load_model
 
     return load_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code,
                       allow_pickle=args.allow_pickle)
@@ -66,7 +66,7 @@ def default_split(data: str) -> str:
 
 
 def load_data_from_args(args, loaded):
-    from ..data import load_dataset
+    from analysis.io.data import load_dataset
 
     data = args.data or loaded.default_data
     if data is None:
@@ -82,7 +82,7 @@ def load_data_from_args(args, loaded):
 
 
 def evaluator_from_args(args, loaded=None):
-    from ..evaluate import Evaluator
+    from analysis.measure.evaluate import Evaluator
 
     loaded = loaded or load_model_from_args(args)
     dataset = load_data_from_args(args, loaded)

@@ -74,7 +74,7 @@ def cmd_evaluate(args) -> dict:
 
 
 def cmd_materialize(args) -> dict:
-    from ..materialize import materialize, save_materialized
+    from analysis.core.materialize import materialize, save_materialized
 
     loaded = load_model_from_args(args)
     recipe = recipe_from_args(args)

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from ..errors import HeadroomError
+from analysis.errors import HeadroomError
 from .common import add_data_args, add_model_args, evaluator_from_args, load_data_from_args, load_model_from_args
 
 
@@ -69,7 +69,7 @@ def _where(ev, seconds: float) -> dict:
 
 
 def _methods(text: str) -> list[str]:
-    from ..importance import METHODS
+    from analysis.methods.importance import METHODS
 
     methods = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -79,8 +79,8 @@ def _methods(text: str) -> list[str]:
 
 
 def cmd_importance(args) -> dict:
-    from ..evaluate import Evaluator
-    from ..importance import agreement_matrix, compute_importance, rank_agreement, split_in_halves
+    from analysis.measure.evaluate import Evaluator
+    from analysis.methods.importance import agreement_matrix, compute_importance, rank_agreement, split_in_halves
 
     methods = _methods(args.method)
     t0 = time.perf_counter()
@@ -105,7 +105,7 @@ def cmd_importance(args) -> dict:
 
 
 def cmd_head_stats(args) -> dict:
-    from ..heads import head_stats
+    from analysis.methods.heads import head_stats
 
     t0 = time.perf_counter()
     ev = evaluator_from_args(args)
@@ -116,7 +116,7 @@ def cmd_head_stats(args) -> dict:
 
 
 def cmd_keep_one_head(args) -> dict:
-    from ..heads import keep_one_head
+    from analysis.methods.heads import keep_one_head
 
     t0 = time.perf_counter()
     ev = evaluator_from_args(args)
@@ -127,8 +127,8 @@ def cmd_keep_one_head(args) -> dict:
 
 
 def cmd_prune_curve(args) -> dict:
-    from ..heads import ORDERS, prune_curve
-    from ..importance import compute_importance
+    from analysis.methods.heads import ORDERS, prune_curve
+    from analysis.methods.importance import compute_importance
 
     orders = [o.strip() for o in args.order.split(",") if o.strip()]
     bad = [o for o in orders if o not in ORDERS]

@@ -6,13 +6,13 @@ import time
 
 import torch
 
-from ..errors import HeadroomError
-from ..recipe import parse_int_list
+from analysis.errors import HeadroomError
+from analysis.core.recipe import parse_int_list
 from .common import add_data_args, add_model_args, evaluator_from_args
 
 
 def register(sub) -> None:
-    from ..layers import STRATEGIES
+    from analysis.methods.layers import STRATEGIES
 
     p = sub.add_parser("layers", help="drop encoder layers by a strategy (simulated metric; optional measured latency)")
     add_model_args(p)
@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 
 def cmd_layers(args) -> dict:
-    from ..layers import SWEEP_STRATEGIES, evaluate_drop, layer_contributions, materialized_latency, max_k, sweep
+    from analysis.methods.layers import SWEEP_STRATEGIES, evaluate_drop, layer_contributions, materialized_latency, max_k, sweep
 
     t0 = time.perf_counter()
     ev = evaluator_from_args(args)

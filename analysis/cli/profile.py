@@ -1,11 +1,11 @@
-"""Profile command: where parameters, FLOPs and measured time go, per component (analysis/profile.py)."""
+"""Profile command: where parameters, FLOPs and measured time go, per component (analysis/measure/profile.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..errors import HeadroomError
-from ..recipe import parse_int_list
+from analysis.errors import HeadroomError
+from analysis.core.recipe import parse_int_list
 from .common import add_model_args, add_recipe_args, load_model_from_args, recipe_from_args
 
 
@@ -28,7 +28,7 @@ def register(sub) -> None:
 
 
 def cmd_profile(args) -> dict:
-    from ..profile import course_observations, profile_model, sweep_seq_len
+    from analysis.measure.profile import course_observations, profile_model, sweep_seq_len
 
     if args.threads is not None:
         if args.threads < 1:

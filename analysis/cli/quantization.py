@@ -9,8 +9,8 @@ import time
 
 import torch
 
-from ..errors import HeadroomError
-from ..recipe import GRANULARITIES, Recipe
+from analysis.errors import HeadroomError
+from analysis.core.recipe import GRANULARITIES, Recipe
 from .common import add_data_args, add_model_args, evaluator_from_args
 
 
@@ -82,7 +82,7 @@ def cmd_quantize(args) -> dict:
               "metric_name": ev.baseline.metric_name, "baseline_metric": ev.baseline.metric,
               "device": str(ev.device), "threads": torch.get_num_threads()}
     if args.real:
-        from ..quantize_real import real_quantize
+        from analysis.measure.lowbit import real_quantize
 
         kw = dict(evaluator=ev, backend=args.int8_backend, device=ev.device,
                   batch_size=args.latency_batch_size, seq_len=args.latency_seq_len)
@@ -103,7 +103,7 @@ def cmd_quantize(args) -> dict:
 
 
 def _sensitivity(args, ev):
-    from ..sensitivity import hessian_sensitivity
+    from analysis.methods.sensitivity import hessian_sensitivity
 
     return hessian_sensitivity(ev, iters=args.iters, batches=args.batches, batch_size=args.hessian_batch_size)
 
@@ -121,7 +121,7 @@ def cmd_sensitivity(args) -> dict:
 
 
 def cmd_allocate_bits(args) -> dict:
-    from ..sensitivity import allocate_bits, uniform_bits_at_size
+    from analysis.methods.sensitivity import allocate_bits, uniform_bits_at_size
 
     try:
         cands = tuple(int(b) for b in args.candidate_bits.split(",") if b.strip())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from analysis.recipe import Recipe
+from analysis.core.recipe import Recipe
 from dashboard import resources, state, widgets
 
 
@@ -47,7 +47,7 @@ def render() -> None:
     if ctx is None:
         return
     choice, ev = ctx
-    from analysis.heads import attention_maps
+    from analysis.methods.heads import attention_maps
 
     from dashboard.attention_view import bertviz_html, figure_to_image, heads_overview_figure, render_bertviz
 

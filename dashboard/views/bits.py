@@ -1,7 +1,7 @@
 """Bits: weight bits per layer and for the embeddings, and how ranges are shared.
 
 Simulated (fake-quantised weights in fp32 maths; Q-BERT, Shen et al. 2020, for per-head groups)
-in the live panel; Hessian sensitivity bars and "allocate for a budget" from analysis.sensitivity;
+in the live panel; Hessian sensitivity bars and "allocate for a budget" from analysis.methods.sensitivity;
 a really quantised model (int8 kernels / bf16) measured on this machine, clearly marked "measured".
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.recipe import GRANULARITIES, SUPPORTED_BITS
+from analysis.core.recipe import GRANULARITIES, SUPPORTED_BITS
 from dashboard import state, widgets
 
 BIT_CHOICES = [b for b in SUPPORTED_BITS if b != 16][::-1]  # 32, 8, 7, ... 2
@@ -54,7 +54,7 @@ def _controls(num_layers: int, adapter) -> None:
 
 
 def _sensitivity(choice, ev, num_layers: int) -> None:
-    from analysis import sensitivity
+    from analysis.methods import sensitivity
 
     job = widgets.get_job("hessian")
     if st.button("Compute Hessian sensitivity (Q-BERT)", key="bits_hessian",
@@ -78,7 +78,7 @@ def _sensitivity(choice, ev, num_layers: int) -> None:
                              value=float(round(ev.baseline.size["mb"] / 2, 1)), step=0.5, key="bits_budget")
     if st.button("Allocate bits for this budget", key="bits_allocate"):
         allocation = sensitivity.allocate_bits(sens.mean, float(budget), ev.adapter, base=state.recipe())
-        from analysis.recipe import Recipe
+        from analysis.core.recipe import Recipe
 
         recipe = Recipe.from_dict(allocation.recipe).replace(name=f"Hessian allocation, {budget:g} MB")
         if state.set_recipe(recipe, ev.adapter):
@@ -86,7 +86,7 @@ def _sensitivity(choice, ev, num_layers: int) -> None:
 
 
 def _real(ev) -> None:
-    from analysis.quantize_real import real_quantize
+    from analysis.measure.lowbit import real_quantize
 
     mode = st.radio("Really quantised model", ["int8", "bf16"], key="bits_real_mode", horizontal=True,
                     help="int8: int8 weights + dynamic int8 activations (Q8BERT), CPU kernels")

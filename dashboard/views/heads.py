@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from analysis.recipe import Recipe
+from analysis.core.recipe import Recipe
 from dashboard import state, widgets
 
 METHOD_HELP = {
@@ -30,7 +30,7 @@ def current_importance(choice):
 
 
 def _importance_controls(choice, ev) -> None:
-    from analysis.importance import METHODS, compute_importance
+    from analysis.methods.importance import METHODS, compute_importance
 
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     method = c1.selectbox("Importance method", METHODS, key="heads_method",
@@ -100,7 +100,7 @@ def _presets(ev, L: int, H: int, choice) -> None:
 
 
 def _curve_section(choice, ev) -> None:
-    from analysis.heads import prune_curve
+    from analysis.methods.heads import prune_curve
 
     c1, c2, c3 = st.columns([2, 1, 1])
     order = c1.selectbox("Order", ["importance", "random", "reverse"], key="curve_order")

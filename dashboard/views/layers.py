@@ -31,7 +31,7 @@ def _by_hand(num_layers: int, adapter) -> None:
 
 
 def _strategy(ev, num_layers: int) -> None:
-    from analysis.layers import STRATEGIES, dropped_layers_for, layer_contributions, max_k
+    from analysis.methods.layers import STRATEGIES, dropped_layers_for, layer_contributions, max_k
 
     strategies = [s for s in STRATEGIES if s != "custom"]
     c1, c2, c3 = st.columns([2, 2, 1])
@@ -48,7 +48,7 @@ def _strategy(ev, num_layers: int) -> None:
 
 
 def _sweep(ev) -> None:
-    from analysis.layers import sweep
+    from analysis.methods.layers import sweep
 
     job = widgets.get_job("layer sweep")
     if st.button("Run the sweep (every strategy, every k)", key="layers_sweep",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.data import GLUE_TASKS
-from analysis.recipe import Recipe
+from analysis.io.data import GLUE_TASKS
+from analysis.core.recipe import Recipe
 from dashboard import resources, state, widgets
 from dashboard.state import DataChoice
 

@@ -1,6 +1,6 @@
 """Papers: the published results the field compares against, next to the user's best recipes.
 
-The figures are the papers' own claims (analysis.papers, after Gordon's 2019 survey), each with
+The figures are the papers' own claims (analysis.io.papers, after Gordon's 2019 survey), each with
 its citation; the user's rows are this session's recipes (simulated metric, measured latency).
 """
 
@@ -38,7 +38,7 @@ def render() -> None:
     st.caption("What published BERT compression achieved (the papers' own figures), next to your best recipes.")
     ctx, mine = None, pd.DataFrame()
     with widgets.guard():
-        from analysis.papers import load_papers
+        from analysis.io.papers import load_papers
 
         papers = load_papers()
         kinds = sorted(papers["method"].unique())

@@ -2,7 +2,7 @@
 
 Accuracy vs size and accuracy vs latency, with the baseline and the Pareto front (no other
 recipe is both smaller/faster and at least as accurate). Downloads: the table as CSV, a recipe as
-JSON, and the materialized model (analysis.materialize) as a zip plain transformers can load.
+JSON, and the materialized model (analysis.core.materialize) as a zip plain transformers can load.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis.recipe import Recipe
+from analysis.core.recipe import Recipe
 from dashboard import resources, state, widgets
 
 
@@ -105,7 +105,7 @@ def _compare(choice, ev, recipes: dict) -> None:
 
 
 def _materialized_zip(ev, recipe: Recipe) -> bytes:
-    from analysis.materialize import materialize, save_materialized
+    from analysis.core.materialize import materialize, save_materialized
 
     model = materialize(ev.loaded.model, recipe)
     with tempfile.TemporaryDirectory() as tmp:

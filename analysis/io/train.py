@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.data import (TextDataset, collate, compute_metrics, load_dataset, make_batches,
+from analysis.io.data import (TextDataset, collate, compute_metrics, load_dataset, make_batches,
                            stratified_subset, tokenize)
 from analysis.errors import HeadroomError
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .adapters import Adapter
-from .quantize import quantized_bytes
-from .recipe import Recipe
+from analysis.core.adapters import Adapter
+from analysis.core.quantize import quantized_bytes
+from analysis.core.recipe import Recipe
 
 MB = 1e6
 

@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from .errors import HeadroomError
+from analysis.errors import HeadroomError
 
 FP16_BITS = 16
 FULL_BITS = 32

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from .adapters import Adapter
-from .errors import HeadroomError
+from analysis.core.adapters import Adapter
+from analysis.errors import HeadroomError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS = REPO_ROOT / "assets"
 DEMO_MODELS = {"demo": "demo", "demo-sst2": "demo-sst2"}
 HUB_HOST = "huggingface.co"
@@ -189,7 +189,7 @@ def _load_demo(name: str) -> LoadedModel:
 def _load_directory(path: str, *, trust_remote_code: bool, allow_pickle: bool) -> LoadedModel:
     from transformers import AutoTokenizer
 
-    from .materialize import is_materialized_with_pruned_heads, load_materialized
+    from analysis.core.materialize import is_materialized_with_pruned_heads, load_materialized
 
     p = Path(path)
     if not (p / "config.json").exists():

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import HeadroomError
+from analysis.errors import HeadroomError
 
 MODES = ("fp32", "int8", "bf16", "fp16")
 BACKENDS = ("auto", "torchao", "torch.ao")
@@ -129,7 +129,7 @@ def build(model: nn.Module, mode: str, *, backend: str = "auto", device: torch.d
 @torch.inference_mode()
 def time_forward(model: nn.Module, batch, *, repeats: int = 5, warmup: int = 2) -> float:
     """Median seconds of the HF forward on `batch`."""
-    from .evaluate import measure
+    from analysis.measure.evaluate import measure
 
     device = batch.input_ids.device
     inputs = batch.model_inputs()
@@ -158,7 +158,7 @@ def serialized_bytes(model: nn.Module) -> int:
 
 def synthetic_batch(tokenizer_vocab: int, batch_size: int, seq_len: int, device, seed: int = 0):
     """A (B, T) batch of random real-vocabulary ids, all attended (for timing without data)."""
-    from .data import Batch
+    from analysis.io.data import Batch
 
     g = torch.Generator().manual_seed(seed)
     low = 1000 if tokenizer_vocab > 2000 else 5  # skip BERT's special and unused ids
@@ -211,7 +211,7 @@ def real_quantize(
                  "build_seconds": round(build_s, 2)},
     )
     if evaluator is not None:
-        from .data import compute_metrics
+        from analysis.io.data import compute_metrics
 
         batches = [b.to(device) for b in evaluator.batches]
         n = len(evaluator.dataset)

@@ -32,8 +32,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .errors import HeadroomError
-from .recipe import Recipe
+from analysis.errors import HeadroomError
+from analysis.core.recipe import Recipe
 
 STRATEGIES = ("top", "bottom", "alternate-odd", "alternate-even", "symmetric", "contribution", "custom")
 SWEEP_STRATEGIES = STRATEGIES[:-1]  # custom needs a user's set
@@ -210,8 +210,8 @@ def materialized_latency(model, dropped_layers: list[int], batch, *, repeats: in
     Both models are timed in the same call on the same (B, T) batch, interleaved, so the ratio is
     fair on a machine whose speed drifts.
     """
-    from .evaluate import measure
-    from .materialize import materialize
+    from analysis.measure.evaluate import measure
+    from analysis.core.materialize import materialize
 
     device = next(model.parameters()).device
     small = materialize(model, Recipe(dropped_layers=dropped_layers))

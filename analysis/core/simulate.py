@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .adapters import Adapter
-from .quantize import fake_quantize, fake_quantize_activations
-from .recipe import Recipe
+from analysis.core.adapters import Adapter
+from analysis.core.quantize import fake_quantize, fake_quantize_activations
+from analysis.core.recipe import Recipe
 
 ROLES = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
 

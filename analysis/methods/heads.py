@@ -29,12 +29,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .data import Batch
-from .errors import HeadroomError
-from .importance import (HeadImportance, Progress, _nested, attention_entropy, check_cancel, compute_importance,
+from analysis.io.data import Batch
+from analysis.errors import HeadroomError
+from analysis.methods.importance import (HeadImportance, Progress, _nested, attention_entropy, check_cancel, compute_importance,
                          report, resolve_label_free, score_of)
-from .recipe import Recipe
-from .simulate import simulate
+from analysis.core.recipe import Recipe
+from analysis.core.simulate import simulate
 
 STATS = ("entropy", "cls", "sep", "punctuation", "previous", "next", "self")
 ORDERS = ("importance", "random", "reverse")

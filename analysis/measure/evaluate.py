@@ -27,12 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Batch, TextDataset, align_labels, compute_metrics, make_batches
-from .errors import HeadroomError
-from .models import LoadedModel
-from .recipe import Recipe
-from .simulate import SimulatorCache
-from .size import size_report
+from analysis.io.data import Batch, TextDataset, align_labels, compute_metrics, make_batches
+from analysis.errors import HeadroomError
+from analysis.io.models import LoadedModel
+from analysis.core.recipe import Recipe
+from analysis.core.simulate import SimulatorCache
+from analysis.measure.size import size_report
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 512}
@@ -118,7 +118,7 @@ class Evaluator:
             raise HeadroomError(f"Unknown dtype '{dtype}'; choose fp32, bf16 or fp16.")
         if dtype == "fp16" and loaded.device.type == "cpu":
             raise HeadroomError("fp16 is for CUDA; use bf16 on a CPU.")
-        from .limits import check
+        from analysis.measure.limits import check
 
         check(loaded.device.type, examples=len(dataset), max_length=max_length,
               batch_size=batch_size or DEFAULT_BATCH_SIZE[loaded.device.type])

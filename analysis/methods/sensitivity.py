@@ -34,11 +34,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .errors import HeadroomError
-from .quantize import quantization_error
-from .recipe import Recipe
-from .simulate import ROLES, additive_mask, encoder_layer, simulate
-from .size import MB, size_report
+from analysis.errors import HeadroomError
+from analysis.core.quantize import quantization_error
+from analysis.core.recipe import Recipe
+from analysis.core.simulate import ROLES, additive_mask, encoder_layer, simulate
+from analysis.measure.size import MB, size_report
 
 # LayerWeights attribute of each role's weight matrix
 _FIELDS = {"query": "wq", "key": "wk", "value": "wv", "attention_output": "wo", "ffn_in": "w1", "ffn_out": "w2"}
@@ -177,7 +177,7 @@ def hessian_sensitivity(
 
 def _chunks(ev, batches: int, batch_size: int):
     """(batch, [hidden entering each layer], labels) for up to `batches` slices of the data."""
-    from .data import Batch
+    from analysis.io.data import Batch
 
     with torch.no_grad():
         sim = simulate(ev.adapter, Recipe())

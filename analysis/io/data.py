@@ -28,7 +28,7 @@ import torch
 
 from analysis.errors import HeadroomError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # GLUE task -> (text column, pair column or None, headline metric, label names)
 GLUE_TASKS = {

@@ -81,8 +81,8 @@ def tiny_loaded(arch: str = "bert", *, layers: int = 3, heads: int = 4, hidden: 
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from analysis.adapters import Adapter
-    from analysis.models import LoadedModel, _minilm_dir
+    from analysis.core.adapters import Adapter
+    from analysis.io.models import LoadedModel, _minilm_dir
 
     if arch != "bert":
         raise ValueError("tiny_loaded builds BERT only (the MiniLM tokenizer is a BERT tokenizer)")
@@ -100,7 +100,7 @@ def tiny_dataset(n: int = 60, num_labels: int = 3, seed: int = 0):
     """A labelled TextDataset of short made-up sentences."""
     import random
 
-    from analysis.data import TextDataset
+    from analysis.io.data import TextDataset
 
     rng = random.Random(seed)
     words = "the card payment was declined again my transfer is pending please help refund top up fee".split()

@@ -29,10 +29,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from .adapters import Adapter, _get
-from .errors import HeadroomError
-from .quantize import fake_quantize
-from .recipe import Recipe
+from analysis.core.adapters import Adapter, _get
+from analysis.errors import HeadroomError
+from analysis.core.quantize import fake_quantize
+from analysis.core.recipe import Recipe
 
 HEADS_KEY = "headroom_heads_per_layer"
 

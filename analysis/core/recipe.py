@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from .errors import HeadroomError
+from analysis.errors import HeadroomError
 
 #: weight bit-widths the quantiser supports (32 = full precision, 16 = fp16-rounded values).
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)

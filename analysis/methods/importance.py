@@ -39,9 +39,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import HeadroomError
-from .recipe import Recipe
-from .simulate import SimulatedModel
+from analysis.errors import HeadroomError
+from analysis.core.recipe import Recipe
+from analysis.core.simulate import SimulatedModel
 
 METHODS = ("michel", "ablation", "entropy", "taylor")
 Progress = Callable[[float, str], None] | None

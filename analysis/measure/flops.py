@@ -33,9 +33,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .adapters import Adapter
-from .quantize import quantized_bytes
-from .recipe import Recipe
+from analysis.core.adapters import Adapter
+from analysis.core.quantize import quantized_bytes
+from analysis.core.recipe import Recipe
 
 MATMUL = 2  # FLOPs per multiply-add
 LAYERNORM = 7  # per element

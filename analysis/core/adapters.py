@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-from .errors import HeadroomError
+from analysis.errors import HeadroomError
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import Adapter
-from .errors import HeadroomError
-from .evaluate import DTYPES
-from .flops import COMPONENTS, count_flops, count_parameters
-from .quantize import fake_quantize_activations
-from .recipe import Recipe
-from .simulate import LayerWeights, additive_mask, simulate
+from analysis.core.adapters import Adapter
+from analysis.errors import HeadroomError
+from analysis.measure.evaluate import DTYPES
+from analysis.measure.flops import COMPONENTS, count_flops, count_parameters
+from analysis.core.quantize import fake_quantize_activations
+from analysis.core.recipe import Recipe
+from analysis.core.simulate import LayerWeights, additive_mask, simulate
 
 LINEAR_COMPONENTS = ("attention_qkv", "attention_output", "ffn_up", "ffn_down")
 
@@ -130,7 +130,7 @@ def _hook_targets(adapter: Adapter) -> list[tuple[nn.Module, str, int | None]]:
 
 def synthetic_batch(adapter: Adapter, batch_size: int, seq_len: int, device, seed: int = 0):
     """(B, T) random token ids, every position attended: timing depends on shapes, not on tokens."""
-    from .data import Batch
+    from analysis.io.data import Batch
 
     vocab = adapter.word_embeddings.weight.shape[0]
     g = torch.Generator().manual_seed(seed)
@@ -238,7 +238,7 @@ def _max_seq_len(adapter: Adapter) -> int:
 
 
 def _check_shape(adapter: Adapter, batch_size: int, seq_len: int, repeats: int, device: torch.device) -> None:
-    from .limits import limits_for
+    from analysis.measure.limits import limits_for
 
     limit, max_batch = _max_seq_len(adapter), limits_for(device.type).max_batch_size
     if not 1 <= seq_len <= limit:
@@ -304,7 +304,7 @@ def _peak_memory_mb(fn, device) -> float | None:
 def profile_materialized(model: nn.Module, recipe: Recipe, batch, *, repeats: int = 5, warmup: int = 1,
                          dtype: str = "fp32", name: str = "model") -> ProfileReport:
     """Time the real smaller model (a private copy) whole, and per module through forward hooks."""
-    from .materialize import materialize
+    from analysis.core.materialize import materialize
 
     new = materialize(model, recipe).to(DTYPES[dtype])  # a deep copy: hooks on it touch no shared model
     adapter = Adapter(new)

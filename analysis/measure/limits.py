@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .errors import HeadroomError
+from analysis.errors import HeadroomError
 
 
 @dataclass(frozen=True)
