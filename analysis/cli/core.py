@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from analysis.io.outputs import atomic_write_text, check_output_dir, check_output_file
+
 from .common import (add_data_args, add_model_args, add_recipe_args, evaluator_from_args, load_model_from_args,
                      recipe_from_args)
 
@@ -20,7 +22,8 @@ def register(sub) -> None:
     add_model_args(p)
     add_data_args(p)
     add_recipe_args(p)
-    p.add_argument("--predictions", default=None, help="write one JSON line per example to this file")
+    p.add_argument("--predictions", default=None, help="write one JSON line per example to this (new) file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --predictions file")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--json", action="store_true", help="JSON on stdout (the default; kept for scripts)")
     p.set_defaults(func=cmd_evaluate)
@@ -28,10 +31,16 @@ def register(sub) -> None:
     p = sub.add_parser("materialize", help="build the real smaller model of a recipe and save it")
     add_model_args(p)
     add_recipe_args(p)
-    p.add_argument("--out", required=True, help="directory to write (save_pretrained format)")
+    p.add_argument("--out", required=True, help="a new directory to write (save_pretrained format)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out directory whole")
     p.set_defaults(func=cmd_materialize)
 
     sub.add_parser("train", help="fine-tune a demo model: python -m analysis train --help")
+
+
+def _inputs(args) -> tuple:
+    """Every path this command reads: an output may never be one of them."""
+    return tuple(p for p in (getattr(args, "model", None), getattr(args, "data", None), getattr(args, "recipe", None)) if p)
 
 
 def cmd_info(args) -> dict:
@@ -44,6 +53,8 @@ def cmd_info(args) -> dict:
 
 def cmd_evaluate(args) -> dict:
     recipe = recipe_from_args(args)
+    if args.predictions:  # checked before the work: a bad path fails now, not after the evaluation
+        check_output_file(args.predictions, inputs=_inputs(args), overwrite=args.overwrite, what="predictions file")
     t0 = time.perf_counter()
     ev = evaluator_from_args(args)
     ev.adapter.validate(recipe)
@@ -51,14 +62,14 @@ def cmd_evaluate(args) -> dict:
     result = ev.evaluate(recipe, latency=not args.no_latency)
     if args.predictions:
         labels = ev.labels
-        with open(args.predictions, "w", encoding="utf-8") as f:
-            for i in range(result.num_examples):
-                f.write(json.dumps({
-                    "index": int(ev.dataset.indices[i]),
-                    "label": None if labels is None else int(labels[i]),
-                    "prediction": int(result.predictions[i]),
-                    "logits": [round(float(x), 5) for x in result.logits[i]],
-                }) + "\n")
+        lines = (json.dumps({
+            "index": int(ev.dataset.indices[i]),
+            "label": None if labels is None else int(labels[i]),
+            "prediction": int(result.predictions[i]),
+            "logits": [round(float(x), 5) for x in result.logits[i]],
+        }) for i in range(result.num_examples))
+        atomic_write_text(args.predictions, "".join(line + "\n" for line in lines), overwrite=args.overwrite,
+                          inputs=_inputs(args), what="predictions file")
     out = result.to_dict()
     out.update({
         "model": ev.loaded.name,
@@ -76,10 +87,12 @@ def cmd_evaluate(args) -> dict:
 def cmd_materialize(args) -> dict:
     from analysis.core.materialize import materialize, save_materialized
 
-    loaded = load_model_from_args(args)
     recipe = recipe_from_args(args)
+    check_output_dir(args.out, inputs=_inputs(args), overwrite=args.overwrite, what="model directory")
+    loaded = load_model_from_args(args)
     model = materialize(loaded.model, recipe)
-    saved = save_materialized(model, loaded.tokenizer, args.out, recipe)
+    saved = save_materialized(model, loaded.tokenizer, args.out, recipe, overwrite=args.overwrite,
+                              inputs=_inputs(args) + (loaded.source,))
     saved["parameters"] = sum(p.numel() for p in model.parameters())
     saved["baseline_parameters"] = loaded.num_parameters()
     saved["recipe"] = recipe.to_dict()

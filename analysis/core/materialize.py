@@ -159,18 +159,26 @@ def _finish(new, adapter: Adapter, recipe: Recipe, heads_per_layer: list[int], n
     config.headroom_recipe = recipe.to_dict()
 
 
-def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe) -> dict:
-    """Save with `save_pretrained` (safetensors) + tokenizer + recipe.json; return file sizes."""
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out_dir)
-    with open(os.path.join(out_dir, "recipe.json"), "w", encoding="utf-8") as f:
-        f.write(recipe.to_json())
-    weights = [f for f in os.listdir(out_dir) if f.endswith(".safetensors")]
+def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe, *, overwrite: bool = False,
+                      inputs: tuple = ()) -> dict:
+    """Save with `save_pretrained` (safetensors) + tokenizer + recipe.json; return file sizes.
+
+    The directory is written whole or not at all (`analysis.io.outputs.atomic_directory`): a
+    non-empty `out_dir` is refused unless `overwrite`, and `out_dir` may not be one of `inputs`
+    (e.g. the source model's directory).
+    """
+    from analysis.io.outputs import atomic_directory
+
+    with atomic_directory(out_dir, overwrite=overwrite, inputs=inputs, what="model directory") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        (tmp / "recipe.json").write_text(recipe.to_json(), encoding="utf-8")
+        weights = [f for f in os.listdir(tmp) if f.endswith(".safetensors")]
+        weights_bytes = sum(os.path.getsize(tmp / f) for f in weights)
     return {
-        "dir": out_dir,
-        "weights_bytes": sum(os.path.getsize(os.path.join(out_dir, f)) for f in weights),
+        "dir": str(out_dir),
+        "weights_bytes": weights_bytes,
         "plain_transformers_loadable": not hasattr(model.config, HEADS_KEY),
     }
 
