@@ -31,6 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS = REPO_ROOT / "assets"
 DEMO_MODELS = {"demo": "demo", "demo-sst2": "demo-sst2"}
 HUB_HOST = "huggingface.co"
+#: files a saved tokenizer leaves in its directory (any one is enough): fast, WordPiece, BPE, SentencePiece
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
 
 
 @dataclass
@@ -186,6 +189,21 @@ def _load_demo(name: str) -> LoadedModel:
 
 
 # --------------------------------------------------------------------------------- directories
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _load_directory(path: str, *, trust_remote_code: bool, allow_pickle: bool) -> LoadedModel:
     from transformers import AutoTokenizer
 
@@ -194,6 +212,17 @@ def _load_directory(path: str, *, trust_remote_code: bool, allow_pickle: bool) -
     p = Path(path)
     if not (p / "config.json").exists():
         raise HeadroomError(f"'{path}' is not a model directory: it has no config.json.")
+    demo = next((name for name, d in DEMO_MODELS.items() if _same_dir(p, ASSETS / d)), None)
+    if demo is not None or (p / "headroom.json").exists() and "from_base" in _read_json(p / "headroom.json"):
+        raise HeadroomError(
+            f"'{path}' is where a demo model is stored, without its tokenizer and word embeddings; "
+            f"load it by name instead (--model {demo or 'demo'})."
+        )
+    if not any((p / f).exists() for f in TOKENIZER_FILES):
+        raise HeadroomError(
+            f"'{path}' has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); save the tokenizer beside "
+            "the weights (tokenizer.save_pretrained), or the model would read text with the wrong vocabulary."
+        )
     has_safetensors = any(p.glob("*.safetensors"))
     has_pickle = any(p.glob("*.bin")) or any(p.glob("*.pt"))
     if not has_safetensors and not has_pickle:
@@ -203,6 +232,8 @@ def _load_directory(path: str, *, trust_remote_code: bool, allow_pickle: bool) -
             f"'{path}' only has a pickle-based checkpoint (.bin), which can run code when loaded; "
             "convert it to safetensors, or pass --allow-pickle if you trust its source."
         )
+    for f in sorted(p.glob("*.safetensors")):
+        check_safetensors(f)
     kind = "directory"
     if is_materialized_with_pruned_heads(path):
         model = load_materialized(path)
@@ -241,16 +272,58 @@ def _from_pretrained(source: str, *, trust_remote_code: bool, use_safetensors: b
                 output_loading_info=True, **kwargs
             )
         except (OSError, RuntimeError, ValueError) as e:
+            if "mismatched" in str(e) or "size mismatch" in str(e):
+                raise HeadroomError(_shape_mismatch(source, config)) from None
             raise HeadroomError(f"Could not load the weights of '{source}': {str(e).splitlines()[0]}") from None
     # A bare encoder (e.g. BertModel) loads "successfully" with a randomly initialised head: refuse it.
-    untrained = [k for k in info.get("missing_keys", []) if "classifier" in k or "pre_classifier" in k]
+    missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
+    untrained = [k for k in missing if "classifier" in k or "pre_classifier" in k]
     if untrained:
         architecture = (config.architectures or ["an encoder"])[0]
         raise HeadroomError(
             f"'{source}' is not a sequence classifier ({architecture}: its classification head would be random); "
             "fine-tune it first (python -m analysis train) or load a *ForSequenceClassification checkpoint."
         )
+    # Any other tensor missing from the checkpoint would be random too: a wrong number with exit 0.
+    if missing:
+        raise HeadroomError(
+            f"The weights of '{source}' are incomplete: {len(missing)} tensor(s) the model needs are not in the "
+            f"checkpoint (e.g. {missing[0]}); they would be random."
+        )
     return model.eval()
+
+
+def _shape_mismatch(source: str, config) -> str:
+    """Name the first tensor whose shape in the checkpoint differs from what config.json builds."""
+    from safetensors import safe_open
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in AutoModelForSequenceClassification.from_config(config).state_dict().items()}
+    for f in sorted(Path(source).glob("*.safetensors")) if os.path.isdir(source) else []:
+        with safe_open(str(f), "pt") as st:
+            for key in st.keys():
+                shape = tuple(st.get_slice(key).get_shape())
+                if key in expected and expected[key] != shape:
+                    return (f"The weights of '{source}' do not match its config.json: {key} is {shape} in the "
+                            f"checkpoint but {expected[key]} under the config (hidden size or number of labels differ).")
+    return f"The weights of '{source}' do not match its config.json (a tensor has another shape)."
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a truncated, empty or non-safetensors file with one sentence (before transformers reads it)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as st:
+            keys = list(st.keys())
+    except Exception as e:  # SafetensorError and friends carry no common base class
+        raise HeadroomError(
+            f"'{path}' is not a readable safetensors file ({str(e).splitlines()[0]}); it may be truncated or "
+            "corrupt: copy it again."
+        ) from None
+    if not keys:
+        raise HeadroomError(f"'{path}' holds no tensors; copy the checkpoint again.")
 
 
 def _load_hub(hub_id: str, *, trust_remote_code: bool, allow_pickle: bool) -> LoadedModel:
