@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis.errors import HeadroomError
 
-GROUPS = ("core", "heads", "layers", "quantization", "profile")
+GROUPS = ("core", "train", "heads", "layers", "quantization", "profile")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,11 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     analysis.quiet()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if argv[:1] == ["train"]:  # training has its own argument parser (analysis/io/train.py)
-            from analysis.io import train
-
-            return train.main(argv[1:])
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:  # --help (0) or a bad argument (2, its sentence already printed)
+            return int(e.code or 0)
         result = args.func(args)
         if result is not None:
             emit(result)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from analysis.errors import HeadroomError
+
+from .arguments import MAX_LENGTH, count
 from analysis.core.recipe import Recipe, parse_head_list, parse_int_list
 
 
@@ -19,13 +21,13 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="banking77, sst2, glue:<task>, bolt:<name> or a CSV/TSV/JSONL path "
                    "(default: the data the model was trained for)")
     p.add_argument("--split", default=None, help="split of a bundled dataset (default: test, or dev for GLUE)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate a deterministic, stratified subset of N examples")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
+    p.add_argument("--limit", type=count(1), default=None, help="evaluate a deterministic, stratified subset of N examples")
+    p.add_argument("--seed", type=count(0), default=0, help="seed of the subset (default 0)")
     p.add_argument("--text-column", default=None)
     p.add_argument("--pair-column", default=None)
     p.add_argument("--label-column", default=None)
-    p.add_argument("--max-length", type=int, default=128, help="tokens per example; longer ones are truncated (default 128)")
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-length", type=MAX_LENGTH, default=128, help="tokens per example; longer ones are truncated (default 128)")
+    p.add_argument("--batch-size", type=count(1), default=None, help="examples per batch (default: 64 on CPU, 512 on CUDA)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
 
 

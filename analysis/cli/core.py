@@ -35,8 +35,6 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out directory whole")
     p.set_defaults(func=cmd_materialize)
 
-    sub.add_parser("train", help="fine-tune a demo model: python -m analysis train --help")
-
 
 def _inputs(args) -> tuple:
     """Every path this command reads: an output may never be one of them."""

@@ -7,6 +7,7 @@ import time
 import torch
 
 from analysis.errors import HeadroomError
+from .arguments import MAX_LENGTH, count, number
 from .common import add_data_args, add_model_args, evaluator_from_args, load_data_from_args, load_model_from_args
 
 
@@ -39,10 +40,10 @@ def register(sub) -> None:
     p = sub.add_parser("prune-curve", help="metric vs fraction of heads masked, by importance / random / reverse")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--step", type=float, default=0.1, help="fraction of all heads masked per step (default 0.1)")
+    p.add_argument("--step", type=number(0, 1, above=True), default=0.1, help="fraction of all heads masked per step (default 0.1)")
     p.add_argument("--order", default="importance",
                    help="importance, random or reverse; a comma list runs several (default: importance)")
-    p.add_argument("--seeds", type=int, default=3, help="random orders to average (default 3)")
+    p.add_argument("--seeds", type=count(1), default=3, help="random orders to average (default 3)")
     p.add_argument("--recompute", action="store_true", help="recompute importance after each step")
     p.add_argument("--method", default="michel", choices=["michel", "ablation", "entropy", "taylor"])
     p.add_argument("--no-normalize-layer", action="store_true",

@@ -8,6 +8,7 @@ import torch
 
 from analysis.errors import HeadroomError
 from analysis.core.recipe import parse_int_list
+from .arguments import MAX_LENGTH, count, number
 from .common import add_data_args, add_model_args, evaluator_from_args
 
 
@@ -18,15 +19,15 @@ def register(sub) -> None:
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--strategy", default="top", choices=STRATEGIES)
-    p.add_argument("--k", type=int, default=2, help="how many layers to drop (default 2)")
+    p.add_argument("--k", type=count(1), default=2, help="how many layers to drop (default 2)")
     p.add_argument("--layers", default=None, help="layers to drop for --strategy custom, e.g. 2,4")
     p.add_argument("--sweep", action="store_true", help="every strategy at k = 1..L-1 (metric table)")
     p.add_argument("--strategies", default=None, help="with --sweep: a comma list of strategies (default: all but custom)")
     p.add_argument("--latency", action="store_true",
                    help="also materialize the dropped model and measure its latency against the full one")
-    p.add_argument("--latency-batch-size", type=int, default=32)
-    p.add_argument("--latency-seq-len", type=int, default=128)
-    p.add_argument("--contribution-examples", type=int, default=256,
+    p.add_argument("--latency-batch-size", type=count(1), default=32)
+    p.add_argument("--latency-seq-len", type=MAX_LENGTH, default=128)
+    p.add_argument("--contribution-examples", type=count(1), default=256,
                    help="examples used to measure each layer's [CLS] change (default 256)")
     p.set_defaults(func=cmd_layers)
 

@@ -6,6 +6,7 @@ import torch
 
 from analysis.errors import HeadroomError
 from analysis.core.recipe import parse_int_list
+from .arguments import MAX_LENGTH, count, number
 from .common import add_model_args, add_recipe_args, load_model_from_args, recipe_from_args
 
 
@@ -13,16 +14,16 @@ def register(sub) -> None:
     p = sub.add_parser("profile", help="parameters, bytes, FLOPs and measured time per component (and a sweep)")
     add_model_args(p)
     add_recipe_args(p)
-    p.add_argument("--batch", type=int, default=32, help="batch size of the timed forward (default 32)")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per example of the timed forward (default 128)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs; every time is their median (default 5)")
+    p.add_argument("--batch", type=count(1), default=32, help="batch size of the timed forward (default 32)")
+    p.add_argument("--seq-len", type=MAX_LENGTH, default=128, help="tokens per example of the timed forward (default 128)")
+    p.add_argument("--repeats", type=count(1), default=5, help="timed runs; every time is their median (default 5)")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
+    p.add_argument("--threads", type=count(1), default=None, help="CPU threads (default: torch's default)")
     p.add_argument("--no-materialized", action="store_true", help="skip timing the materialized model")
     p.add_argument("--per-layer", action="store_true", help="also list every (component, layer) row")
     p.add_argument("--sweep", action="store_true", help="also sweep the sequence length (measured ms vs FLOPs)")
     p.add_argument("--sweep-seq-lens", default="16,32,64,128,256,512")
-    p.add_argument("--sweep-batch", type=int, default=None, help="batch size of the sweep (default: --batch)")
+    p.add_argument("--sweep-batch", type=count(1), default=None, help="batch size of the sweep (default: --batch)")
     p.add_argument("--json", action="store_true", help="JSON on stdout (the default; kept for scripts)")
     p.set_defaults(func=cmd_profile)
 

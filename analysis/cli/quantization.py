@@ -11,6 +11,7 @@ import torch
 
 from analysis.errors import HeadroomError
 from analysis.core.recipe import GRANULARITIES, Recipe
+from .arguments import MAX_LENGTH, count, number
 from .common import add_data_args, add_model_args, evaluator_from_args
 
 
@@ -30,31 +31,31 @@ def register(sub) -> None:
     p.add_argument("--activation-bits", type=int, default=32, help="simulated activation bits: 8, 16 or 32 (off)")
     p.add_argument("--real", default=None, choices=["int8", "bf16", "fp16"], help="build and measure the real model instead")
     p.add_argument("--int8-backend", default="auto", choices=["auto", "torchao", "torch.ao"])
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the --real latency (default: torch's)")
-    p.add_argument("--latency-batch-size", type=int, default=32)
-    p.add_argument("--latency-seq-len", type=int, default=128)
+    p.add_argument("--threads", type=count(1), default=None, help="CPU threads for the --real latency (default: torch's)")
+    p.add_argument("--latency-batch-size", type=count(1), default=32)
+    p.add_argument("--latency-seq-len", type=MAX_LENGTH, default=128)
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("sensitivity", help="Q-BERT: top Hessian eigenvalue per layer (power iteration)")
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--method", default="hessian", choices=["hessian"])
-    p.add_argument("--iters", type=int, default=20, help="power iterations per layer and batch (default 20)")
-    p.add_argument("--batches", type=int, default=4, help="batches to average over (default 4)")
-    p.add_argument("--hessian-batch-size", type=int, default=32, help="examples per batch (default 32)")
+    p.add_argument("--iters", type=count(1), default=20, help="power iterations per layer and batch (default 20)")
+    p.add_argument("--batches", type=count(1), default=4, help="batches to average over (default 4)")
+    p.add_argument("--hessian-batch-size", type=count(1), default=32, help="examples per batch (default 32)")
     p.add_argument("--out", default=None, help="also write the result JSON here (input of allocate-bits --sensitivity)")
     p.set_defaults(func=cmd_sensitivity)
 
     p = sub.add_parser("allocate-bits", help="bits per layer for a size budget, by Hessian sensitivity, vs uniform")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--budget-mb", type=float, required=True, help="whole-model size budget in MB (scales included)")
+    p.add_argument("--budget-mb", type=number(0, above=True), required=True, help="whole-model size budget in MB (scales included)")
     p.add_argument("--candidate-bits", default="2,3,4,8")
     _add_quant_args(p)
     p.add_argument("--sensitivity", default=None, help="a JSON file from `sensitivity --out` (else computed now)")
-    p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--batches", type=int, default=4)
-    p.add_argument("--hessian-batch-size", type=int, default=32)
+    p.add_argument("--iters", type=count(1), default=20)
+    p.add_argument("--batches", type=count(1), default=4)
+    p.add_argument("--hessian-batch-size", type=count(1), default=32)
     p.set_defaults(func=cmd_allocate_bits)
 
 

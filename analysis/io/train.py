@@ -23,7 +23,6 @@ out and the loader re-attaches them from the pip package: a demo checkpoint is ~
 so hyper-parameters can be chosen without looking at the test set.
 """
 
-import argparse
 import json
 import os
 import random
@@ -312,40 +311,3 @@ def model_card(r: dict, train_ds: TextDataset, test: TextDataset | None) -> str:
     lines += ["", "## Accuracy re-measured on CPU with the shipped fp16 weights", "",
               "_To be filled in by the lead: command, CPU, examples, accuracy, macro-F1._", ""]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis train", description=__doc__.split("\n")[0])
-    p.add_argument("--base", default="minilm", help="'minilm' (the pip package) or a BERT model path")
-    p.add_argument("--data", required=True, help="banking77, sst2, glue:<task>, bolt:<name> or a file")
-    p.add_argument("--out", default=None, help="folder for the demo checkpoint (left out: save nothing)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--eval-split", default="test", help="split scored at the end ('none' to skip)")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--holdout", type=int, default=0, help="stratified train examples kept out and scored")
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--train-word-embeddings", action="store_true", help="train (and save) the word embeddings")
-    args = p.parse_args(argv)
-    command = "python -m analysis train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    try:
-        result = train(args.base, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                       max_length=args.max_length, seed=args.seed, device=args.device,
-                       freeze_word_embeddings=not args.train_word_embeddings,
-                       eval_split=None if args.eval_split.lower() == "none" else args.eval_split,
-                       warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
-                       train_split=args.train_split, holdout=args.holdout, command=command)
-    except HeadroomError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
