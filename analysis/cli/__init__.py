@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis.errors import HeadroomError
 
-GROUPS = ("core", "train", "heads", "layers", "quantization", "profile")
+GROUPS = ("core", "export", "train", "heads", "layers", "quantization", "profile")
 
 
 class _Parser(argparse.ArgumentParser):

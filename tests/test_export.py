@@ -1,0 +1,63 @@
+"""ONNX export of materialized recipes: ONNX Runtime gives the torch model's logits, for every family."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.cli import main
+from analysis.core.export import FP32_FILE, INT8_FILE, check_batch, export_onnx, input_names, load_onnx_export
+from analysis.core.materialize import materialize
+from analysis.core.recipe import Recipe
+from analysis.errors import HeadroomError
+from analysis.testing import ARCHITECTURES, tiny_loaded, tiny_model
+
+pytest.importorskip("onnxruntime")
+
+# uneven heads per layer and a dropped layer: the shapes transformers 5 configs cannot describe
+RECIPE = Recipe(masked_heads=[(0, 1), (0, 2), (2, 3)], dropped_layers=[1])
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_onnx_logits_equal_torch_for_a_pruned_model(arch, tmp_path):
+    # ALBERT shares one layer's weights: the same heads must go in every layer
+    recipe = Recipe(masked_heads=[(i, 1) for i in range(3)]) if arch == "albert" else RECIPE
+    model = materialize(tiny_model(arch), recipe)
+    result = export_onnx(model, None, tmp_path / "out", recipe=recipe)
+    assert result.max_abs_diff_fp32 < 1e-4
+    assert model.training is False  # the export leaves the model as it found it (dropout off)
+    # a batch of another shape than the one exported: the axes are dynamic
+    inputs = check_batch(model.config.vocab_size, batch_size=5, seq_len=23, seed=3)
+    ort = load_onnx_export(tmp_path / "out").logits(inputs)
+    with torch.no_grad():
+        ref = model(**{n: inputs[n] for n in input_names(model)}).logits.numpy()
+    assert np.abs(ort - ref).max() < 1e-4
+    assert json.loads((tmp_path / "out" / "recipe.json").read_text())["masked_heads"] == \
+        [list(p) for p in recipe.masked_heads]
+
+
+def test_int8_export_is_smaller_and_close(tmp_path):
+    loaded = tiny_loaded(hidden=64, heads=4)
+    result = export_onnx(materialize(loaded.model, RECIPE), loaded.tokenizer, tmp_path / "q", int8=True)
+    assert result.files[INT8_FILE] < result.files[FP32_FILE] / 2
+    assert result.max_abs_diff_int8 is not None and result.max_abs_diff_int8 < 1.0
+    clf = load_onnx_export(tmp_path / "q", int8=True, threads=1)
+    batch = check_batch(loaded.model.config.vocab_size)
+    assert clf(**batch).logits.shape == (3, 3)
+    assert (tmp_path / "q" / "tokenizer.json").exists()
+
+
+def test_missing_int8_file_is_one_sentence(tmp_path):
+    export_onnx(tiny_model("bert"), None, tmp_path / "e")
+    with pytest.raises(HeadroomError, match="no model.int8.onnx"):
+        load_onnx_export(tmp_path / "e", int8=True)
+
+
+def test_cli_export_refuses_a_non_empty_directory(capsys, tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "notes.txt").write_text("keep")
+    code = main(["export", "--model", "demo", "--format", "onnx", "--out", str(d)])
+    out, err = capsys.readouterr()
+    assert code == 2 and "not empty" in err and (d / "notes.txt").read_text() == "keep"
