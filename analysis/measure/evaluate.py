@@ -9,7 +9,12 @@ what-if needs:
   layer costs a sixth of a full pass on a 6-layer model. The trace is kept only if it fits in
   `trace_budget_bytes`; otherwise every evaluation runs from the embeddings.
 Everything runs under `torch.inference_mode`. `Evaluator.evaluate` is safe to call from several
-threads at once: it reads shared state and writes only its own result.
+threads at once: it reads shared state and writes only its own result; the few caches it fills
+(kept traces, latency batches) are published under one lock.
+
+An Evaluator is the `EvalContext` (analysis/methods/context.py) the analysis methods run on;
+`targets(batch, label_free)` gives their loss targets. An `EvalResult` holds the `Recipe`, a
+`SizeReport` and a `Latency`; `to_dict()` turns it into the JSON the CLI prints.
 """
 
 from __future__ import annotations
