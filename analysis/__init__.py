@@ -57,6 +57,7 @@ _API = {
     "profile_model": "analysis.measure.profile",
     "real_quantize": "analysis.measure.lowbit",
     # methods
+    "EvalContext": "analysis.methods.context",
     "compute_importance": "analysis.methods.importance",
     "michel_importance": "analysis.methods.importance",
     "HeadImportance": "analysis.methods.importance",

@@ -25,7 +25,7 @@ from pathlib import Path
 import streamlit as st
 
 from analysis.errors import HeadroomError
-from analysis.measure.evaluate import EvalResult, Evaluator
+from analysis.measure.evaluate import EvalResult, Evaluator, Latency
 from analysis.core.recipe import Recipe
 
 from .state import DataChoice
@@ -113,15 +113,15 @@ def evaluate(choice: DataChoice, recipe: Recipe) -> EvalResult:
     return result_table().compute((choice.key(), recipe.key(), "metrics"), lambda: ev.evaluate(recipe))
 
 
-def latency(choice: DataChoice, recipe: Recipe) -> dict:
+def latency(choice: DataChoice, recipe: Recipe) -> Latency:
     """Measured latency of the recipe's simulated forward (a fixed batch of the data's tokens)."""
     ev = evaluator(choice)
     ev.adapter.validate(recipe)
     return result_table().compute((choice.key(), recipe.key(), "latency"),
-                                  lambda: ev.measure_latency(recipe, repeats=3).to_dict())
+                                  lambda: ev.measure_latency(recipe, repeats=3))
 
 
-def cached_latency(choice: DataChoice, recipe: Recipe) -> dict | None:
+def cached_latency(choice: DataChoice, recipe: Recipe) -> Latency | None:
     return result_table().get((choice.key(), recipe.key(), "latency"))
 
 

@@ -8,8 +8,8 @@
   masks or unmasks the head (works the same from AppTest and from a browser).
 - `show_error(exc)` / `guard()`: any exception becomes one sentence in an error box; the state
   from before the failed action is kept, because state changes only after an action succeeds.
-- `Job` / `job_panel()`: a long analysis (importance, curves, Hessian) in a background thread
-  with a progress bar and a Stop button; the session stays usable while it runs.
+- `Job` / `start_job()` / `job_status()`: a long analysis (importance, curves, Hessian) in a
+  background thread with a progress bar and a Stop button; the session stays usable while it runs.
 """
 
 from __future__ import annotations
@@ -99,10 +99,10 @@ def metrics_panel(choice=None) -> None:
         c2.metric("agreement with baseline", _pct(res.agreement),
                   help="Share of examples where the prediction equals the baseline's prediction.")
         size = res.size
-        c3.metric("size · from bits", f"{size['mb']:.1f} MB",
-                  delta=None if is_base else f"{100 * size['fraction_of_baseline']:.0f}% of baseline",
+        c3.metric("size · from bits", f"{size.mb:.1f} MB",
+                  delta=None if is_base else f"{100 * size.fraction_of_baseline:.0f}% of baseline",
                   delta_color="off",
-                  help=f"Baseline {size['baseline_mb']:.1f} MB; {size['parameters']:,} parameters. "
+                  help=f"Baseline {size.baseline_mb:.1f} MB; {size.parameters:,} parameters. "
                        "Predicted from the bits, scales included.")
         c5.metric("examples", f"{res.num_examples:,}", help=ev.dataset.name)
         how = "baseline pass" if is_base else f"recomputed from layer {res.started_at_layer} in {res.eval_seconds:.2f} s"
@@ -121,12 +121,12 @@ def _latency_metric(choice, recipe: Recipe, is_base: bool) -> None:
     except Exception as exc:  # noqa: BLE001
         show_error(exc)
         return
-    ratio = lat["ms_per_example"] / base_lat["ms_per_example"]
-    st.metric(f"latency · measured, {lat['device']}", f"{lat['ms_per_example']:.2f} ms",
+    ratio = lat.ms_per_example / base_lat.ms_per_example
+    st.metric(f"latency · measured, {lat.device}", f"{lat.ms_per_example:.2f} ms",
               delta=None if is_base else f"{ratio:.2f}x baseline", delta_color="inverse",
-              help=f"Per example: median of {lat['repeats']} runs of the simulated forward, batch "
-                   f"{lat['batch_size']} x {lat['seq_len']} tokens, {lat['threads']} threads, {lat['dtype']}, "
-                   f"baseline {base_lat['ms_per_example']:.2f} ms. Fake-quantised weights run fp32 kernels: "
+              help=f"Per example: median of {lat.repeats} runs of the simulated forward, batch "
+                   f"{lat.batch_size} x {lat.seq_len} tokens, {lat.threads} threads, {lat.dtype}, "
+                   f"baseline {base_lat.ms_per_example:.2f} ms. Fake-quantised weights run fp32 kernels: "
                    "bits do not speed this up. Timings on a busy machine are noisy.")
 
 

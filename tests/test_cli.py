@@ -64,6 +64,22 @@ def test_evaluate_with_recipe_and_predictions(capsys, model_dir, data_csv, tmp_p
     assert sum(l["prediction"] == l["label"] for l in lines) / 40 == pytest.approx(result["metrics"]["accuracy"])
 
 
+def test_evaluate_counts_truncated_examples(capsys, model_dir, tmp_path):
+    long = " ".join(["the card payment was declined again"] * 8)  # ~50 tokens
+    rows = ["utterance,intent"] + [f"{long if i in (3, 7) else 'my card was declined'},card" for i in range(10)]
+    data = _write(tmp_path / "long.csv", "\n".join(rows) + "\n")
+    base = ["evaluate", "--model", model_dir, "--data", data, "--text-column", "utterance",
+            "--label-column", "intent", "--no-latency"]
+    counts = {}
+    for max_length in (24, 128):
+        code, out, err = run(capsys, *base, "--max-length", str(max_length))
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["max_length"] == max_length
+        counts[max_length] = result["num_truncated"]
+    assert counts == {24: 2, 128: 0}
+
+
 def test_materialize_then_evaluate_materialized(capsys, model_dir, data_csv, tmp_path):
     out_dir = tmp_path / "pruned"
     code, out, err = run(capsys, "materialize", "--model", model_dir, "--mask-heads", "0:0,0:1,1:2", "--out", str(out_dir))

@@ -66,8 +66,9 @@ def _base_recipe(args, embedding_default: int) -> Recipe:
 
 
 def _summary(r, baseline) -> dict:
-    return {"name": r.recipe.get("name") or r.description, "metric": r.metric, "delta_points": _points(r.metric, baseline),
-            "agreement": r.agreement, "size_mb": r.size["mb"], "recipe": r.recipe}
+    d = r.to_dict()  # the JSON boundary: sizes rounded as `evaluate` prints them
+    return {"name": r.recipe.name or r.description, "metric": r.metric, "delta_points": _points(r.metric, baseline),
+            "agreement": r.agreement, "size_mb": d["size"]["mb"], "recipe": d["recipe"]}
 
 
 def _points(metric, baseline):

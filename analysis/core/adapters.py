@@ -6,7 +6,7 @@ BERT), RoBERTa, ELECTRA, DistilBERT and ALBERT:
 
 - where the encoder layers are, and inside each layer the Q/K/V projections, the attention output
   projection, the two FFN linears and the two LayerNorms (all five are post-LN encoders with the
-  same dataflow, so one functional layer in `encoder.py` serves them all);
+  same dataflow, so one functional layer, `analysis.core.simulate.encoder_layer`, serves them all);
 - how to embed token ids into the hidden states that enter layer 0 (including ELECTRA's and
   ALBERT's embedding projection), optionally with a replacement word-embedding matrix (used to
   simulate quantised embeddings without touching the model);

@@ -9,7 +9,12 @@ what-if needs:
   layer costs a sixth of a full pass on a 6-layer model. The trace is kept only if it fits in
   `trace_budget_bytes`; otherwise every evaluation runs from the embeddings.
 Everything runs under `torch.inference_mode`. `Evaluator.evaluate` is safe to call from several
-threads at once: it reads shared state and writes only its own result.
+threads at once: it reads shared state and writes only its own result; the few caches it fills
+(kept traces, latency batches) are published under one lock.
+
+An Evaluator is the `EvalContext` (analysis/methods/context.py) the analysis methods run on;
+`targets(batch, label_free)` gives their loss targets. An `EvalResult` holds the `Recipe`, a
+`SizeReport` and a `Latency`; `to_dict()` turns it into the JSON the CLI prints.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ import torch.nn.functional as F
 from analysis.io.data import Batch, TextDataset, align_labels, compute_metrics, make_batches
 from analysis.errors import HeadroomError
 from analysis.io.models import LoadedModel
+from analysis.jobs import check_cancel
 from analysis.core.recipe import Recipe
-from analysis.core.simulate import SimulatorCache
-from analysis.measure.size import size_report
+from analysis.core.simulate import SimulatedModel, SimulatorCache
+from analysis.measure.size import SizeReport, size_report
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 512}
@@ -58,26 +64,31 @@ class Latency:
 
 @dataclass
 class EvalResult:
-    recipe: dict
+    """One Recipe evaluated on the Evaluator's dataset; `to_dict()` is the JSON the CLI prints."""
+
+    recipe: Recipe
     description: str
     mode: str  # "simulated": fake-quantised weights / sliced heads inside Headroom's forward
     metric_name: str
     metric: float | None
-    metrics: dict
+    metrics: dict  # accuracy, macro_f1, ... as `compute_metrics` names them (empty without labels)
     loss: float | None
     agreement: float  # share of examples where the prediction equals the baseline's
     num_examples: int
-    predictions: np.ndarray = field(repr=False)
-    logits: np.ndarray = field(repr=False)
-    size: dict = field(default_factory=dict)
-    latency: dict | None = None
+    predictions: np.ndarray = field(repr=False)  # (N,) class ids in dataset order
+    logits: np.ndarray = field(repr=False)  # (N, num_labels)
+    size: SizeReport  # predicted from the bits (size.size_report)
+    latency: Latency | None = None  # measured, only when asked for
     eval_seconds: float = 0.0
     started_at_layer: int = 0  # incremental evaluation started here (0 = full pass)
     device: str = "cpu"
     dtype: str = "fp32"
 
     def to_dict(self, with_predictions: bool = False) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("predictions", "logits")}
+        nested = {"recipe": self.recipe.to_dict(), "size": self.size.to_dict(),
+                  "latency": None if self.latency is None else self.latency.to_dict()}
+        d = {f.name: nested.get(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
+             if f.name not in ("predictions", "logits")}
         if with_predictions:
             d["predictions"] = self.predictions.tolist()
         return d
@@ -130,9 +141,9 @@ class Evaluator:
         self.max_length = min(max_length, loaded.max_length)
         self.dataset = align_labels(dataset, loaded.id2label) if dataset.labels is not None else dataset
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE[self.device.type]
-        self.batches = [b.to(self.device) for b in make_batches(
-            self.dataset, loaded.tokenizer, max_length=self.max_length, batch_size=self.batch_size)]
-        self.num_truncated = getattr(self.batches, "num_truncated", 0)
+        batches = make_batches(self.dataset, loaded.tokenizer, max_length=self.max_length, batch_size=self.batch_size)
+        self.num_truncated = batches.num_truncated  # read before the move: the moved list is a plain one
+        self.batches = [b.to(self.device) for b in batches]
         self.labels = None if self.dataset.labels is None else np.asarray(self.dataset.labels)
         self.simulators = SimulatorCache(self.adapter)
         self.incremental = incremental
@@ -142,7 +153,7 @@ class Evaluator:
         self._recipe_traces: OrderedDict[str, tuple] = OrderedDict()
         self._latency_batches: dict[tuple[int, int], Batch] = {}
         self._baseline_signature = Recipe().signature(self.adapter.num_layers)
-        self.baseline: EvalResult | None = None
+        self.baseline: EvalResult  # set by _compute_baseline, before anyone can ask
         self._baseline_preds: np.ndarray | None = None
         self._compute_baseline()
 
@@ -156,10 +167,24 @@ class Evaluator:
         elem = torch.finfo(self.dtype).bits // 8
         return sum(b.input_ids.numel() * D * (L + 1) * elem for b in self.batches)
 
+    def simulator(self, recipe: Recipe) -> SimulatedModel:
+        """The shared simulated model of `recipe` at this Evaluator's dtype (built under inference
+        mode, so not for gradients: a method that needs them builds its own)."""
+        return self.simulators.get(recipe, self.sim_dtype)
+
+    def targets(self, batch: Batch, label_free: bool) -> torch.Tensor:
+        """(B,) class ids of a batch's examples: the gold labels, or (label-free) the unmodified
+        model's predictions, the targets a method takes its loss against."""
+        if not label_free and self.labels is None:
+            raise HeadroomError("The data has no labels; use label-free mode (the model's own predictions as targets).")
+        source = self.baseline.predictions if label_free else self.labels
+        ids = batch.example_ids.cpu().numpy()
+        return torch.as_tensor(np.asarray(source)[ids], dtype=torch.long, device=self.device)  # (B,)
+
     @torch.inference_mode()
     def _compute_baseline(self) -> None:
         keep_trace = self.incremental and self._trace_bytes() <= self.trace_budget_bytes
-        sim = self.simulators.get(Recipe(), self.sim_dtype)
+        sim = self.simulator(Recipe())
         logits = [None] * len(self.batches)
         trace = [] if keep_trace else None
         t0 = time.perf_counter()
@@ -190,12 +215,12 @@ class Evaluator:
         the reference the incremental path is tested and benchmarked against.
         """
         self.adapter.validate(recipe)
-        if recipe.is_baseline() and self.baseline is not None and not full:
-            result = dataclasses.replace(self.baseline, recipe=recipe.to_dict())  # the cached full pass
+        if recipe.is_baseline() and not full:
+            result = dataclasses.replace(self.baseline, recipe=recipe)  # the cached full pass
             if latency:
-                result.latency = self.measure_latency(recipe).to_dict()
+                result.latency = self.measure_latency(recipe)
             return result
-        sim = self.simulators.get(recipe, self.sim_dtype)
+        sim = self.simulator(recipe)
         use_trace = self.trace is not None and not full
         signature = recipe.signature(self.adapter.num_layers)
         start, source = self._best_trace(signature) if use_trace else (0, None)
@@ -203,8 +228,7 @@ class Evaluator:
         t0 = time.perf_counter()
         logits, new_trace = [], []
         for bi, batch in enumerate(self.batches):
-            if cancel is not None and cancel.is_set():
-                raise HeadroomError("The evaluation was stopped.")
+            check_cancel(cancel, "evaluation")
             if start > 0:
                 out = sim.forward(batch, start_layer=start, hidden=source[bi][start], output_hidden_states=keep)
             else:
@@ -216,7 +240,7 @@ class Evaluator:
             self._remember_trace(recipe.key(), signature, new_trace)
         result = self._collect(recipe, logits, time.perf_counter() - t0, started_at=start)
         if latency:
-            result.latency = self.measure_latency(recipe).to_dict()
+            result.latency = self.measure_latency(recipe)
         return result
 
     # ------------------------------------------------------------------------------- traces
@@ -261,7 +285,7 @@ class Evaluator:
             loss = float(F.cross_entropy(torch.from_numpy(all_logits), torch.from_numpy(self.labels).long()))
         agreement = 1.0 if self._baseline_preds is None else float((preds == self._baseline_preds).mean())
         return EvalResult(
-            recipe=recipe.to_dict(),
+            recipe=recipe,
             description=recipe.describe(),
             mode="simulated",
             metric_name=metric_name,
@@ -272,7 +296,7 @@ class Evaluator:
             num_examples=n,
             predictions=preds,
             logits=all_logits,
-            size=size_report(self.adapter, recipe).to_dict(),
+            size=size_report(self.adapter, recipe),
             eval_seconds=seconds,
             started_at_layer=started_at,
             device=str(self.device),
@@ -287,24 +311,34 @@ class Evaluator:
         return int(min(self.max_length, -(-int(lengths.median()) // 8) * 8))
 
     def latency_batch(self, batch_size: int = 32, seq_len: int = 128) -> Batch:
-        """A fixed-shape batch (B, T) of real tokens from the dataset, for timing (built once per shape)."""
+        """A fixed-shape batch (B, T) of real tokens from the dataset, for timing (one per shape).
+
+        Sessions share the Evaluator: the batch is built outside the lock and published under it,
+        and the first one published is the one every caller gets.
+        """
         key = (batch_size, seq_len)
-        if key not in self._latency_batches:
-            rows = list(itertools.islice(
-                ((b.input_ids[r], b.attention_mask[r]) for b in self.batches for r in range(b.input_ids.shape[0])),
-                batch_size))
-            pad = self.loaded.tokenizer.pad_token_id or 0
-            input_ids = torch.full((batch_size, seq_len), pad, dtype=torch.long, device=self.device)
-            attention_mask = torch.zeros((batch_size, seq_len), dtype=torch.long, device=self.device)
-            for r in range(batch_size):
-                src_ids, src_mask = rows[r % len(rows)]
-                n = min(seq_len, src_ids.shape[0])
-                input_ids[r, :n] = src_ids[:n]
-                attention_mask[r, :n] = src_mask[:n]
-            self._latency_batches[key] = Batch(input_ids=input_ids, attention_mask=attention_mask,
-                                               token_type_ids=torch.zeros_like(input_ids),
-                                               example_ids=torch.arange(batch_size))
-        return self._latency_batches[key]
+        with self._lock:
+            cached = self._latency_batches.get(key)
+        if cached is not None:
+            return cached
+        batch = self._build_latency_batch(batch_size, seq_len)
+        with self._lock:
+            return self._latency_batches.setdefault(key, batch)
+
+    def _build_latency_batch(self, batch_size: int, seq_len: int) -> Batch:
+        rows = list(itertools.islice(
+            ((b.input_ids[r], b.attention_mask[r]) for b in self.batches for r in range(b.input_ids.shape[0])),
+            batch_size))
+        pad = self.loaded.tokenizer.pad_token_id or 0
+        input_ids = torch.full((batch_size, seq_len), pad, dtype=torch.long, device=self.device)  # (B, T)
+        attention_mask = torch.zeros((batch_size, seq_len), dtype=torch.long, device=self.device)  # (B, T)
+        for r in range(batch_size):
+            src_ids, src_mask = rows[r % len(rows)]
+            n = min(seq_len, src_ids.shape[0])
+            input_ids[r, :n] = src_ids[:n]
+            attention_mask[r, :n] = src_mask[:n]
+        return Batch(input_ids=input_ids, attention_mask=attention_mask,
+                     token_type_ids=torch.zeros_like(input_ids), example_ids=torch.arange(batch_size))
 
     @torch.inference_mode()
     def measure_latency(self, recipe: Recipe, *, batch_size: int = 32, seq_len: int | None = None, repeats: int = 5) -> Latency:
@@ -314,7 +348,7 @@ class Evaluator:
         int8 model: `quantize_real` and the materialized model measure that.
         """
         seq_len = seq_len or self.typical_seq_len
-        sim = self.simulators.get(recipe, self.sim_dtype)
+        sim = self.simulator(recipe)
         batch = self.latency_batch(batch_size, seq_len)
         times = measure(lambda: sim.forward(batch), repeats=repeats, device=self.device)
         med = statistics.median(times) * 1000

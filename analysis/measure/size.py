@@ -31,6 +31,10 @@ class SizeReport:
         return self.bytes / MB
 
     @property
+    def baseline_mb(self) -> float:
+        return self.baseline_bytes / MB
+
+    @property
     def fraction_of_baseline(self) -> float:
         return self.bytes / self.baseline_bytes
 

@@ -14,8 +14,9 @@
   reverse order. Reports metric vs fraction pruned, the largest fraction within 1 point of the
   baseline, and the area under the curve.
 
-Every long loop takes `progress(fraction, message)` and a `cancel` threading.Event. Everything is
-simulated on the loaded model (heads sliced out inside Headroom's forward), never written to it.
+Every long loop takes `progress(fraction, message)` and a `cancel` threading.Event (analysis/jobs.py)
+and runs on an `EvalContext` (the Evaluator). Everything is simulated on the loaded model (heads
+sliced out inside Headroom's forward), never written to it.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ import torch
 
 from analysis.io.data import Batch
 from analysis.errors import HeadroomError
-from analysis.methods.importance import (HeadImportance, Progress, _nested, attention_entropy, check_cancel, compute_importance,
-                         report, resolve_label_free, score_of)
+from analysis.jobs import Progress, check_cancel, report
+from analysis.methods.context import EvalContext, resolve_label_free
+from analysis.methods.importance import HeadImportance, _nested, attention_entropy, compute_importance, score_of
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import simulate
 
@@ -108,17 +110,17 @@ def batch_head_stats(probs: torch.Tensor, batch, cls_id: int | None, sep_id: int
 
 
 @torch.inference_mode()
-def head_stats(ev, recipe: Recipe | None = None, *, progress: Progress = None,
+def head_stats(ctx: EvalContext, recipe: Recipe | None = None, *, progress: Progress = None,
                cancel: threading.Event | None = None) -> HeadStats:
-    """Clark et al.'s per-head statistics over the Evaluator's subset."""
+    """Clark et al.'s per-head statistics over the context's subset."""
     recipe = recipe or Recipe()
-    sim = ev.simulators.get(recipe, ev.sim_dtype)
-    tok = ev.loaded.tokenizer
+    sim = ctx.simulator(recipe)
+    tok = ctx.loaded.tokenizer
     punct = punctuation_ids(tok)
     live = [i for i, lw in sim.layers.items() if lw.num_heads > 0]
     sums = {i: {} for i in live}
     counts = {"count": 0.0, "count_previous": 0.0, "count_next": 0.0}
-    for bi, batch in enumerate(ev.batches):
+    for bi, batch in enumerate(ctx.batches):
         check_cancel(cancel, "attention statistics")
         out = sim.forward(batch, output_attentions=True)
         for i in live:
@@ -127,15 +129,15 @@ def head_stats(ev, recipe: Recipe | None = None, *, progress: Progress = None,
                 sums[i][name] = sums[i].get(name, 0.0) + s[name]
         counts["count"] += float(batch.attention_mask.sum())
         counts["count_previous"] = counts["count_next"] = counts["count_previous"] + float(batch.attention_mask[:, 1:].sum())
-        report(progress, (bi + 1) / len(ev.batches), f"attention statistics: batch {bi + 1}/{len(ev.batches)}")
-    L, H = ev.adapter.num_layers, ev.adapter.num_heads
+        report(progress, (bi + 1) / len(ctx.batches), f"attention statistics: batch {bi + 1}/{len(ctx.batches)}")
+    L, H = ctx.adapter.num_layers, ctx.adapter.num_heads
     values = {name: np.full((L, H), np.nan) for name in STATS}
     for i in live:
         for name in STATS:
             denom = counts["count_previous"] if name == "previous" else counts["count_next"] if name == "next" \
                 else counts["count"]
             values[name][i, sim.layers[i].heads] = (sums[i][name] / max(denom, 1.0)).cpu().numpy()
-    return HeadStats(values, len(ev.dataset), int(counts["count"]), str(ev.device), torch.get_num_threads())
+    return HeadStats(values, len(ctx.dataset), int(counts["count"]), str(ctx.device), torch.get_num_threads())
 
 
 # ============================================================================ one sentence's maps
@@ -195,33 +197,33 @@ class KeepOneHead:
         return d
 
 
-def keep_one_head(ev, *, label_free: bool | None = None, progress: Progress = None,
+def keep_one_head(ctx: EvalContext, *, label_free: bool | None = None, progress: Progress = None,
                   cancel: threading.Event | None = None) -> KeepOneHead:
     """For each layer: every head tried as the only one kept, and all heads masked."""
-    label_free = resolve_label_free(ev, label_free)
+    label_free = resolve_label_free(ctx, label_free)
     t0 = time.perf_counter()
-    L = ev.adapter.num_layers
-    H = ev.adapter.num_heads
+    L = ctx.adapter.num_layers
+    H = ctx.adapter.num_heads
     only = np.full((L, H), np.nan)
     best_head, best_metric, all_masked = [], [], []
-    total, done = sum(ev.adapter.heads_in_layer(l) + 1 for l in range(L)), 0
+    total, done = sum(ctx.adapter.heads_in_layer(l) + 1 for l in range(L)), 0
     for l in range(L):
-        n = ev.adapter.heads_in_layer(l)
+        n = ctx.adapter.heads_in_layer(l)
         for keep in range(n):
             check_cancel(cancel, "keep-one-head experiment")
             recipe = Recipe(masked_heads=[(l, h) for h in range(n) if h != keep])
-            only[l, keep] = score_of(ev.evaluate(recipe, cancel=cancel), label_free)
+            only[l, keep] = score_of(ctx.evaluate(recipe, cancel=cancel), label_free)
             done += 1
             report(progress, done / total, f"keep one head: layer {l}, head {keep}")
         none = Recipe(masked_heads=[(l, h) for h in range(n)])
-        all_masked.append(score_of(ev.evaluate(none, cancel=cancel), label_free))
+        all_masked.append(score_of(ctx.evaluate(none, cancel=cancel), label_free))
         done += 1
         b = int(np.nanargmax(only[l, :n]))
         best_head.append(b)
         best_metric.append(float(only[l, b]))
-    name = "agreement" if label_free else ev.baseline.metric_name
-    return KeepOneHead(name, score_of(ev.baseline, label_free), only, best_head, best_metric, all_masked,
-                       len(ev.dataset), time.perf_counter() - t0, str(ev.device), torch.get_num_threads())
+    name = "agreement" if label_free else ctx.baseline.metric_name
+    return KeepOneHead(name, score_of(ctx.baseline, label_free), only, best_head, best_metric, all_masked,
+                       len(ctx.dataset), time.perf_counter() - t0, str(ctx.device), torch.get_num_threads())
 
 
 # ============================================================================ pruning curve
@@ -278,26 +280,26 @@ def _pick(importance: HeadImportance, masked: set, k: int, reverse: bool) -> lis
     return (order[::-1] if reverse else order)[:k]
 
 
-def prune_curve(ev, *, order: str = "importance", step: float = 0.1, method: str = "michel",
+def prune_curve(ctx: EvalContext, *, order: str = "importance", step: float = 0.1, method: str = "michel",
                 recompute: bool = False, seeds: int = 3, normalize_layer: bool = True,
                 label_free: bool | None = None, importance: HeadImportance | None = None,
                 progress: Progress = None, cancel: threading.Event | None = None) -> PruneCurve:
     """Iterative head pruning (masking) curve in one order; see the module docstring.
 
     `normalize_layer` (default True, as the authors' pruning code) only applies to gradient
-    methods. `importance` may be passed in to reuse a score already computed on this Evaluator.
+    methods. `importance` may be passed in to reuse a score already computed on this context.
     """
     if order not in ORDERS:
         raise HeadroomError(f"Unknown pruning order '{order}'; choose from {', '.join(ORDERS)}.")
     if seeds < 1:
         raise HeadroomError("--seeds must be at least 1.")
-    label_free = resolve_label_free(ev, label_free)
+    label_free = resolve_label_free(ctx, label_free)
     t0 = time.perf_counter()
-    L = ev.adapter.num_layers
-    all_heads = [(l, h) for l in range(L) for h in range(ev.adapter.heads_in_layer(l))]
+    L = ctx.adapter.num_layers
+    all_heads = [(l, h) for l in range(L) for h in range(ctx.adapter.heads_in_layer(l))]
     fractions = fraction_steps(step)
     counts = [int(round(f * len(all_heads))) for f in fractions]
-    baseline = score_of(ev.baseline, label_free)
+    baseline = score_of(ctx.baseline, label_free)
     kwargs = dict(label_free=label_free, cancel=cancel)
     if method in ("michel", "taylor"):
         kwargs["normalize_layer"] = normalize_layer
@@ -305,7 +307,7 @@ def prune_curve(ev, *, order: str = "importance", step: float = 0.1, method: str
     n_runs = seeds if order == "random" else 1
     total_steps = n_runs * (len(fractions) - 1)
     if order != "random" and importance is None:
-        importance = compute_importance(ev, method, **kwargs)
+        importance = compute_importance(ctx, method, **kwargs)
     for run in range(n_runs):
         rng = np.random.default_rng(run)
         random_order = [all_heads[i] for i in rng.permutation(len(all_heads))]
@@ -319,10 +321,10 @@ def prune_curve(ev, *, order: str = "importance", step: float = 0.1, method: str
                 new = random_order[len(masked):len(masked) + need]
             else:
                 if recompute and si > 1 and masked:
-                    current = compute_importance(ev, method, Recipe(masked_heads=masked), **kwargs)
+                    current = compute_importance(ctx, method, Recipe(masked_heads=masked), **kwargs)
                 new = _pick(current, set(masked), need, reverse=(order == "reverse"))
             masked += new
-            result = ev.evaluate(Recipe(masked_heads=masked), cancel=cancel)
+            result = ctx.evaluate(Recipe(masked_heads=masked), cancel=cancel)
             scores.append(score_of(result, label_free))
             done = run * (len(fractions) - 1) + si
             report(progress, done / total_steps, f"{order} pruning: {counts[si]}/{len(all_heads)} heads masked")
@@ -331,15 +333,15 @@ def prune_curve(ev, *, order: str = "importance", step: float = 0.1, method: str
             first_order = [list(lh) for lh in masked]
     mean = np.mean(runs, axis=0).tolist()
     std = (np.std(runs, axis=0) if n_runs > 1 else np.zeros(len(fractions))).tolist()
-    name = "agreement" if label_free else ev.baseline.metric_name
+    name = "agreement" if label_free else ctx.baseline.metric_name
     what = (f"{name} (simulated) after masking the given fraction of all {len(all_heads)} heads, "
             + ("in random order, mean ± std over seeds 0..%d" % (n_runs - 1) if order == "random" else
                f"{'most' if order == 'reverse' else 'least'} important first by {method}"
                + (", importance recomputed after each step" if recompute else "")))
     return PruneCurve(order, None if order == "random" else method, recompute and order != "random", name, baseline,
                       fractions, counts, mean, std, runs, within_one_point(fractions, mean, baseline),
-                      area_under_curve(fractions, mean), first_order, len(ev.dataset), time.perf_counter() - t0,
-                      str(ev.device), torch.get_num_threads(), what)
+                      area_under_curve(fractions, mean), first_order, len(ctx.dataset), time.perf_counter() - t0,
+                      str(ctx.device), torch.get_num_threads(), what)
 
 
 def prune_half_recipe(importance: HeadImportance, fraction: float = 0.5) -> Recipe:

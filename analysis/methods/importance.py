@@ -19,7 +19,8 @@
   Michel's per-batch score up to rounding — it is computed the other way (w.r.t. weights) and
   serves as a cross-check.
 
-Label-free mode uses the unmodified model's own predictions (`ev.baseline.predictions`) as the
+Every function runs on an `EvalContext` (analysis/methods/context.py; the Evaluator is one).
+Label-free mode uses the unmodified model's own predictions (`ctx.targets(batch, True)`) as the
 targets, for data without labels; ablation then reports the drop in agreement with them.
 `rank_agreement` gives Spearman's ρ between two score arrays (methods, or datasets/subsets:
 the paper's "are important heads the same across datasets?").
@@ -33,18 +34,18 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from analysis.errors import HeadroomError
+from analysis.jobs import Progress, check_cancel, report
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import SimulatedModel
+from analysis.methods.context import EvalContext, resolve_label_free
 
 METHODS = ("michel", "ablation", "entropy", "taylor")
-Progress = Callable[[float, str], None] | None
 
 
 @dataclass
@@ -89,53 +90,27 @@ def _nested(a: np.ndarray) -> list:
 
 
 # ----------------------------------------------------------------------------- shared helpers
-def check_cancel(cancel: threading.Event | None, what: str) -> None:
-    if cancel is not None and cancel.is_set():
-        raise HeadroomError(f"The {what} was stopped.")
-
-
-def report(progress: Progress, fraction: float, message: str) -> None:
-    if progress is not None:
-        progress(min(1.0, max(0.0, float(fraction))), message)
-
-
-def resolve_label_free(ev, label_free: bool | None) -> bool:
-    """None = automatic: label-free exactly when the data has no labels."""
-    if label_free is None:
-        return ev.labels is None
-    if not label_free and ev.labels is None:
-        raise HeadroomError("The data has no labels; use label-free mode (the model's own predictions as targets).")
-    return bool(label_free)
-
-
-def targets(ev, batch, label_free: bool) -> torch.Tensor:
-    """Class targets of a batch: the gold labels, or the unmodified model's predictions."""
-    ids = batch.example_ids.cpu().numpy()
-    source = ev.baseline.predictions if label_free else ev.labels
-    return torch.as_tensor(np.asarray(source)[ids], dtype=torch.long, device=ev.device)
-
-
 def score_of(result, label_free: bool) -> float:
     """The number pruning decisions look at: the task metric, or agreement with the baseline."""
     return float(result.agreement if label_free else result.metric)
 
 
-def grad_simulator(ev, recipe: Recipe) -> SimulatedModel:
+def grad_simulator(ctx: EvalContext, recipe: Recipe) -> SimulatedModel:
     """A private SimulatedModel for gradient passes.
 
     The Evaluator's shared cache builds its models under inference_mode, and inference tensors
     cannot be saved for backward; a fresh one built here can. It only reads the model.
     """
     with torch.inference_mode(False):
-        return SimulatedModel(ev.adapter, recipe, ev.sim_dtype)
+        return SimulatedModel(ctx.adapter, recipe, ctx.sim_dtype)
 
 
-def _meta(ev) -> dict:
-    return {"num_examples": len(ev.dataset), "device": str(ev.device), "threads": torch.get_num_threads()}
+def _meta(ctx: EvalContext) -> dict:
+    return {"num_examples": len(ctx.dataset), "device": str(ctx.device), "threads": torch.get_num_threads()}
 
 
-def _empty(ev) -> np.ndarray:
-    return np.full((ev.adapter.num_layers, ev.adapter.num_heads), np.nan)
+def _empty(ctx: EvalContext) -> np.ndarray:
+    return np.full((ctx.adapter.num_layers, ctx.adapter.num_heads), np.nan)
 
 
 def _normalize_rows(scores: np.ndarray) -> np.ndarray:
@@ -150,14 +125,14 @@ def _normalize_rows(scores: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- gradient scores
-def _gradient_scores(ev, recipe, *, label_free, per_example, wrt, progress, cancel) -> np.ndarray:
+def _gradient_scores(ctx: EvalContext, recipe: Recipe, *, label_free, per_example, wrt, progress, cancel) -> np.ndarray:
     """One forward + backward per batch; per-layer |score| sums for `wrt` = "gates" or "wo"."""
-    sim = grad_simulator(ev, recipe)
+    sim = grad_simulator(ctx, recipe)
     live = {i: lw for i, lw in sim.layers.items() if lw.num_heads > 0}
-    n_batches = len(ev.batches)
+    n_batches = len(ctx.batches)
     with torch.inference_mode(False):  # a caller inside inference_mode must not turn gradients off
-        sums = {i: torch.zeros(lw.num_heads, device=ev.device, dtype=torch.float64) for i, lw in live.items()}
-        for bi, batch in enumerate(ev.batches):
+        sums = {i: torch.zeros(lw.num_heads, device=ctx.device, dtype=torch.float64) for i, lw in live.items()}
+        for bi, batch in enumerate(ctx.batches):
             check_cancel(cancel, "importance computation")
             B = batch.input_ids.shape[0]
             with torch.no_grad():  # nothing below the first gate needs a gradient
@@ -165,7 +140,7 @@ def _gradient_scores(ev, recipe, *, label_free, per_example, wrt, progress, canc
             with torch.enable_grad():
                 if wrt == "gates":
                     shape = (lambda n: (B, n)) if per_example else (lambda n: (n,))
-                    leaves = {i: torch.ones(shape(lw.num_heads), device=ev.device, requires_grad=True)
+                    leaves = {i: torch.ones(shape(lw.num_heads), device=ctx.device, requires_grad=True)
                               for i, lw in live.items()}
                     out = sim.forward(batch, start_layer=0, hidden=hidden, gates=leaves)
                 else:  # a gradient-carrying copy of each W_O, in a shallow copy of the simulator
@@ -174,7 +149,7 @@ def _gradient_scores(ev, recipe, *, label_free, per_example, wrt, progress, canc
                     local.layers = {i: (dataclasses.replace(lw, wo=leaves[i]) if i in leaves else lw)
                                     for i, lw in sim.layers.items()}
                     out = local.forward(batch, start_layer=0, hidden=hidden)
-                loss = F.cross_entropy(out.logits, targets(ev, batch, label_free), reduction="sum")
+                loss = F.cross_entropy(out.logits, ctx.targets(batch, label_free), reduction="sum")
                 # autograd.grad, not backward(): no .grad is written onto the (shared) model
                 grads = torch.autograd.grad(loss, list(leaves.values()))
             for (i, leaf), g in zip(leaves.items(), grads):
@@ -186,20 +161,20 @@ def _gradient_scores(ev, recipe, *, label_free, per_example, wrt, progress, canc
                     s = (g.float() * leaf.detach().float()).view(D, lw.num_heads, lw.head_size).sum(dim=(0, 2)).abs()  # (nh,)
                 sums[i] += s.double()
             report(progress, (bi + 1) / n_batches, f"{wrt} gradients: batch {bi + 1}/{n_batches}")
-    scores = _empty(ev)
+    scores = _empty(ctx)
     for i, lw in live.items():
-        scores[i, lw.heads] = (sums[i] / len(ev.dataset)).cpu().numpy()
+        scores[i, lw.heads] = (sums[i] / len(ctx.dataset)).cpu().numpy()
     return scores
 
 
-def michel_importance(ev, recipe: Recipe | None = None, *, normalize_layer: bool = False,
+def michel_importance(ctx: EvalContext, recipe: Recipe | None = None, *, normalize_layer: bool = False,
                       label_free: bool | None = None, per_example: bool = False,
                       progress: Progress = None, cancel: threading.Event | None = None) -> HeadImportance:
     """Michel et al. 2019: E |∂L/∂ξ_h| per head, gradients w.r.t. head gates, one backward per batch."""
     recipe = recipe or Recipe()
-    label_free = resolve_label_free(ev, label_free)
+    label_free = resolve_label_free(ctx, label_free)
     t0 = time.perf_counter()
-    scores = _gradient_scores(ev, recipe, label_free=label_free, per_example=per_example, wrt="gates",
+    scores = _gradient_scores(ctx, recipe, label_free=label_free, per_example=per_example, wrt="gates",
                               progress=progress, cancel=cancel)
     if normalize_layer:
         scores = _normalize_rows(scores)
@@ -208,23 +183,23 @@ def michel_importance(ev, recipe: Recipe | None = None, *, normalize_layer: bool
     return HeadImportance("michel", scores, True, label_free, normalize_layer, seconds=time.perf_counter() - t0,
                           what=f"Michel et al. 2019: mean |dLoss/dgate| per head, cross-entropy vs {target}, "
                                f"|.| taken {how}" + ("; each layer L2-normalised" if normalize_layer else ""),
-                          **_meta(ev))
+                          **_meta(ctx))
 
 
-def taylor_importance(ev, recipe: Recipe | None = None, *, normalize_layer: bool = False,
+def taylor_importance(ctx: EvalContext, recipe: Recipe | None = None, *, normalize_layer: bool = False,
                       label_free: bool | None = None, progress: Progress = None,
                       cancel: threading.Event | None = None) -> HeadImportance:
     """TextPruner's first-order Taylor score on each head's slice of W_O, per batch."""
     recipe = recipe or Recipe()
-    label_free = resolve_label_free(ev, label_free)
+    label_free = resolve_label_free(ctx, label_free)
     t0 = time.perf_counter()
-    scores = _gradient_scores(ev, recipe, label_free=label_free, per_example=False, wrt="wo",
+    scores = _gradient_scores(ctx, recipe, label_free=label_free, per_example=False, wrt="wo",
                               progress=progress, cancel=cancel)
     if normalize_layer:
         scores = _normalize_rows(scores)
     return HeadImportance("taylor", scores, True, label_free, normalize_layer, seconds=time.perf_counter() - t0,
                           what="first-order Taylor (TextPruner): mean |sum(W_O * dLoss/dW_O)| over each head's "
-                               "slice of the output projection", **_meta(ev))
+                               "slice of the output projection", **_meta(ctx))
 
 
 # ----------------------------------------------------------------------------- entropy
@@ -240,79 +215,79 @@ def attention_entropy(probs: torch.Tensor, attention_mask: torch.Tensor) -> tupl
 
 
 @torch.inference_mode()
-def entropy_importance(ev, recipe: Recipe | None = None, *, progress: Progress = None,
+def entropy_importance(ctx: EvalContext, recipe: Recipe | None = None, *, progress: Progress = None,
                        cancel: threading.Event | None = None) -> HeadImportance:
     """Mean attention entropy per head (nats), over real query tokens of the whole subset."""
     recipe = recipe or Recipe()
     t0 = time.perf_counter()
-    sim = ev.simulators.get(recipe, ev.sim_dtype)
+    sim = ctx.simulator(recipe)
     sums = {i: 0.0 for i, lw in sim.layers.items() if lw.num_heads > 0}
     tokens = 0
-    for bi, batch in enumerate(ev.batches):
+    for bi, batch in enumerate(ctx.batches):
         check_cancel(cancel, "entropy computation")
         out = sim.forward(batch, output_attentions=True)
         for i in sums:
             s, n = attention_entropy(out.attentions[i], batch.attention_mask)
             sums[i] = sums[i] + s
         tokens += n
-        report(progress, (bi + 1) / len(ev.batches), f"attention entropy: batch {bi + 1}/{len(ev.batches)}")
-    scores = _empty(ev)
+        report(progress, (bi + 1) / len(ctx.batches), f"attention entropy: batch {bi + 1}/{len(ctx.batches)}")
+    scores = _empty(ctx)
     for i, s in sums.items():
         scores[i, sim.layers[i].heads] = (s / tokens).cpu().numpy()
     return HeadImportance("entropy", scores, False, False, False, seconds=time.perf_counter() - t0,
                           what=f"mean attention entropy per head (nats) over {tokens} real query tokens; "
-                               "higher = more diffuse = pruned first", **_meta(ev))
+                               "higher = more diffuse = pruned first", **_meta(ctx))
 
 
 # ----------------------------------------------------------------------------- ablation
-def ablation_importance(ev, recipe: Recipe | None = None, *, label_free: bool | None = None,
+def ablation_importance(ctx: EvalContext, recipe: Recipe | None = None, *, label_free: bool | None = None,
                         progress: Progress = None, cancel: threading.Event | None = None) -> HeadImportance:
     """Metric drop when each head alone is masked (on top of `recipe`); incremental evaluation."""
     recipe = recipe or Recipe()
-    label_free = resolve_label_free(ev, label_free)
+    label_free = resolve_label_free(ctx, label_free)
     t0 = time.perf_counter()
-    base = ev.evaluate(recipe, cancel=cancel)
-    base_score, base_loss = score_of(base, label_free), _loss(ev, base, label_free)
-    L = ev.adapter.num_layers
-    scores, loss_increase = _empty(ev), _empty(ev)
+    base = ctx.evaluate(recipe, cancel=cancel)
+    base_score, base_loss = score_of(base, label_free), _loss(ctx, base, label_free)
+    L = ctx.adapter.num_layers
+    scores, loss_increase = _empty(ctx), _empty(ctx)
     dropped, masked = set(recipe.dropped_layers), set(recipe.masked_heads)
-    todo = [(l, h) for l in range(L) if l not in dropped for h in range(ev.adapter.heads_in_layer(l))
+    todo = [(l, h) for l in range(L) if l not in dropped for h in range(ctx.adapter.heads_in_layer(l))
             if (l, h) not in masked]
     for k, (l, h) in enumerate(todo):
         check_cancel(cancel, "ablation")
-        result = ev.evaluate(recipe.replace(masked_heads=[list(p) for p in recipe.masked_heads] + [[l, h]]),
+        result = ctx.evaluate(recipe.replace(masked_heads=[list(p) for p in recipe.masked_heads] + [[l, h]]),
                              cancel=cancel)
         scores[l, h] = base_score - score_of(result, label_free)
-        loss_increase[l, h] = _loss(ev, result, label_free) - base_loss
+        loss_increase[l, h] = _loss(ctx, result, label_free) - base_loss
         report(progress, (k + 1) / len(todo), f"ablation: head {l}:{h} ({k + 1}/{len(todo)})")
     name = "agreement with the unmodified model's predictions" if label_free else base.metric_name
     return HeadImportance("ablation", scores, True, label_free, False, seconds=time.perf_counter() - t0,
                           what=f"drop in {name} when the head alone is masked (simulated, incremental)",
-                          details={"loss_increase": loss_increase}, **_meta(ev))
+                          details={"loss_increase": loss_increase}, **_meta(ctx))
 
 
-def _loss(ev, result, label_free: bool) -> float:
+def _loss(ctx: EvalContext, result, label_free: bool) -> float:
     if not label_free:
         return float(result.loss)
     logits = torch.from_numpy(result.logits)
-    return float(F.cross_entropy(logits, torch.from_numpy(ev.baseline.predictions).long()))
+    return float(F.cross_entropy(logits, torch.from_numpy(ctx.baseline.predictions).long()))
 
 
 # ----------------------------------------------------------------------------- dispatch, agreement
-def compute_importance(ev, method: str, recipe: Recipe | None = None, *, normalize_layer: bool = False,
+def compute_importance(ctx: EvalContext, method: str, recipe: Recipe | None = None, *, normalize_layer: bool = False,
                        label_free: bool | None = None, progress: Progress = None,
                        cancel: threading.Event | None = None, **kwargs) -> HeadImportance:
     """Any of METHODS by name (the CLI and the dashboard call this)."""
     if method == "michel":
-        return michel_importance(ev, recipe, normalize_layer=normalize_layer, label_free=label_free,
+        return michel_importance(ctx, recipe, normalize_layer=normalize_layer, label_free=label_free,
                                  progress=progress, cancel=cancel, **kwargs)
     if method == "taylor":
-        return taylor_importance(ev, recipe, normalize_layer=normalize_layer, label_free=label_free,
+        return taylor_importance(ctx, recipe, normalize_layer=normalize_layer, label_free=label_free,
                                  progress=progress, cancel=cancel)
     if method == "ablation":
-        return ablation_importance(ev, recipe, label_free=label_free, progress=progress, cancel=cancel)
+        return ablation_importance(ctx, recipe, label_free=label_free, progress=progress, cancel=cancel)
     if method == "entropy":
-        return entropy_importance(ev, recipe, progress=progress, cancel=cancel)
+        return entropy_importance(ctx, recipe, progress=progress, cancel=cancel)
     raise HeadroomError(f"Unknown importance method '{method}'; choose from {', '.join(METHODS)}.")
 
 

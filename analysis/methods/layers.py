@@ -18,8 +18,8 @@ embeddings) to L-1 (next to the classifier):
                   subset of the data (a high similarity = a small contribution);
 - custom:         any set of layers.
 
-`sweep` evaluates k = 1..L-1 for each strategy; with the Evaluator's cached trace, dropping the
-top k layers only recomputes layers from L-k on, so the sweep is cheap.
+`sweep` evaluates k = 1..L-1 for each strategy on an `EvalContext` (the Evaluator); with its
+cached trace, dropping the top k layers only recomputes layers from L-k on, so the sweep is cheap.
 """
 
 from __future__ import annotations
@@ -27,13 +27,14 @@ from __future__ import annotations
 import statistics
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from analysis.errors import HeadroomError
+from analysis.jobs import Progress, check_cancel, report
 from analysis.core.recipe import Recipe
+from analysis.methods.context import EvalContext
 
 STRATEGIES = ("top", "bottom", "alternate-odd", "alternate-even", "symmetric", "contribution", "custom")
 SWEEP_STRATEGIES = STRATEGIES[:-1]  # custom needs a user's set
@@ -91,23 +92,23 @@ def dropped_layers_for(
 
 
 @torch.inference_mode()
-def layer_contributions(ev, max_examples: int = 256) -> list[float]:
+def layer_contributions(ctx: EvalContext, max_examples: int = 256) -> list[float]:
     """Mean cosine similarity of the [CLS] vector entering vs leaving each layer, per layer.
 
-    Measured on the first batches of the Evaluator up to `max_examples` (pads are irrelevant: the
+    Measured on the context's first batches up to `max_examples` (pads are irrelevant: the
     [CLS] token is position 0 of every example). Uses the cached trace when there is one.
     """
-    L = ev.adapter.num_layers
+    L = ctx.adapter.num_layers
     sums = torch.zeros(L, dtype=torch.float64)
     seen = 0
     sim = None
-    for bi, batch in enumerate(ev.batches):
+    for bi, batch in enumerate(ctx.batches):
         if seen >= max_examples:
             break
-        if ev.trace is not None:
-            states = ev.trace[bi]
+        if ctx.trace is not None:
+            states = ctx.trace[bi]
         else:
-            sim = sim or ev.simulators.get(Recipe(), ev.sim_dtype)
+            sim = sim or ctx.simulator(Recipe())
             states = sim.forward(batch, output_hidden_states=True).hidden_states
         n = min(batch.input_ids.shape[0], max_examples - seen)
         for l in range(L):
@@ -159,47 +160,45 @@ class LayerDropSweep:
         return d
 
 
-def evaluate_drop(ev, strategy: str, k: int, *, contribution=None, custom=None, base: Recipe | None = None,
+def evaluate_drop(ctx: EvalContext, strategy: str, k: int, *, contribution=None, custom=None, base: Recipe | None = None,
                   cancel: threading.Event | None = None) -> DropResult:
     """Simulated metric of dropping the layers `strategy` picks for k (on top of `base`)."""
-    L = ev.adapter.num_layers
+    L = ctx.adapter.num_layers
     dropped = dropped_layers_for(strategy, k, L, contribution=contribution, custom=custom)
     base = base or Recipe()
     recipe = base.replace(dropped_layers=sorted(set(base.dropped_layers) | set(dropped)),
                           name=f"{strategy} k={len(dropped)}")
-    r = ev.evaluate(recipe, cancel=cancel)
-    return DropResult(strategy, len(dropped), dropped, r.metric, r.agreement, r.loss, r.size["mb"], round(r.eval_seconds, 3))
+    r = ctx.evaluate(recipe, cancel=cancel)
+    return DropResult(strategy, len(dropped), dropped, r.metric, r.agreement, r.loss, round(r.size.mb, 3),
+                      round(r.eval_seconds, 3))
 
 
 def sweep(
-    ev,
+    ctx: EvalContext,
     strategies: tuple[str, ...] = SWEEP_STRATEGIES,
     ks: list[int] | None = None,
     *,
     contribution_examples: int = 256,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress = None,
     cancel: threading.Event | None = None,
 ) -> LayerDropSweep:
     """Every strategy at every k (default 1..L-1; k a strategy cannot reach is skipped)."""
-    L = ev.adapter.num_layers
+    L = ctx.adapter.num_layers
     for s in strategies:
         if s not in SWEEP_STRATEGIES:
             raise HeadroomError(f"Unknown sweep strategy '{s}'; choose from {', '.join(SWEEP_STRATEGIES)}.")
     ks = list(ks or range(1, L))
-    contribution = layer_contributions(ev, contribution_examples)
+    contribution = layer_contributions(ctx, contribution_examples)
     jobs = [(s, k) for s in strategies for k in ks if 1 <= k <= max_k(s, L)]
     result = LayerDropSweep(
-        model=ev.loaded.name, data=ev.dataset.name, num_examples=len(ev.dataset), num_layers=L,
-        metric_name=ev.baseline.metric_name, baseline_metric=ev.baseline.metric, contribution=contribution,
+        model=ctx.loaded.name, data=ctx.dataset.name, num_examples=len(ctx.dataset), num_layers=L,
+        metric_name=ctx.baseline.metric_name, baseline_metric=ctx.baseline.metric, contribution=contribution,
     )
     for i, (s, k) in enumerate(jobs):
-        if cancel is not None and cancel.is_set():
-            raise HeadroomError("The layer-dropping sweep was stopped.")
-        if progress is not None:
-            progress(i / len(jobs), f"{s}, k={k}")
-        result.rows.append(evaluate_drop(ev, s, k, contribution=contribution, cancel=cancel))
-    if progress is not None:
-        progress(1.0, "done")
+        check_cancel(cancel, "layer-dropping sweep")
+        report(progress, i / len(jobs), f"{s}, k={k}")
+        result.rows.append(evaluate_drop(ctx, s, k, contribution=contribution, cancel=cancel))
+    report(progress, 1.0, "done")
     return result
 
 

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from analysis.errors import HeadroomError
+from analysis.jobs import Progress, check_cancel, report
+from analysis.methods.context import EvalContext
 from analysis.core.quantize import quantization_error
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import ROLES, additive_mask, encoder_layer, simulate
@@ -122,18 +124,18 @@ class Sensitivity:
 
 
 def hessian_sensitivity(
-    ev,
+    ctx: EvalContext,
     *,
     iters: int = 20,
     batches: int = 4,
     batch_size: int = 32,
     layers: list[int] | None = None,
     tol: float = 1e-3,
-    progress: Callable[[float, str], None] | None = None,
+    progress: Progress = None,
     cancel: threading.Event | None = None,
 ) -> Sensitivity:
     """Q-BERT sensitivity of every layer over the first `batches` batches of `batch_size` examples."""
-    adapter = ev.adapter
+    adapter = ctx.adapter
     L = adapter.num_layers
     layers = list(range(L)) if layers is None else layers
     if iters < 1 or batches < 1:
@@ -142,8 +144,8 @@ def hessian_sensitivity(
     # saved for backward).
     with torch.no_grad():
         prepared = simulate(adapter, Recipe()).layers
-    chunks = _chunks(ev, batches, batch_size)
-    use_gold = ev.labels is not None
+    use_gold = ctx.labels is not None
+    chunks = _chunks(ctx, batches, batch_size, label_free=not use_gold)
     per_batch = [[0.0] * len(chunks) for _ in range(L)]
     iterations = [[0] * len(chunks) for _ in range(L)]
     seconds_per_layer = [0.0] * L
@@ -152,46 +154,41 @@ def hessian_sensitivity(
     for l in layers:
         t0 = time.perf_counter()
         for c, (batch, hidden_all, labels) in enumerate(chunks):
-            if cancel is not None and cancel.is_set():
-                raise HeadroomError("The sensitivity computation was stopped.")
-            if progress is not None:
-                progress(done / steps, f"layer {l}, batch {c + 1}/{len(chunks)}")
+            check_cancel(cancel, "sensitivity computation")
+            report(progress, done / steps, f"layer {l}, batch {c + 1}/{len(chunks)}")
             params = [getattr(prepared[l], _FIELDS[r]).detach().clone().float().requires_grad_(True) for r in ROLES]
             fn = layer_loss_fn(adapter, l, batch, labels, hidden_all[l], prepared)
             eig, its = top_eigenvalue(fn, params, iters=iters, tol=tol, seed=c)
             per_batch[l][c], iterations[l][c] = eig, its
             done += 1
         seconds_per_layer[l] = time.perf_counter() - t0
-    if progress is not None:
-        progress(1.0, "done")
+    report(progress, 1.0, "done")
     mean = [statistics.fmean(r) if r else 0.0 for r in per_batch]
     std = [statistics.pstdev(r) if len(r) > 1 else 0.0 for r in per_batch]
     return Sensitivity(
         method="hessian", mean=mean, std=std, per_batch=per_batch, iterations=iterations,
         seconds_per_layer=[round(s, 3) for s in seconds_per_layer], seconds=round(time.perf_counter() - t_all, 3),
         num_batches=len(chunks), num_examples=sum(b.input_ids.shape[0] for b, _, _ in chunks), max_iters=iters,
-        device=str(ev.device), threads=torch.get_num_threads(),
+        device=str(ctx.device), threads=torch.get_num_threads(),
         labels="gold" if use_gold else "the model's own predictions (the data has no labels)",
     )
 
 
-def _chunks(ev, batches: int, batch_size: int):
-    """(batch, [hidden entering each layer], labels) for up to `batches` slices of the data."""
+def _chunks(ctx: EvalContext, batches: int, batch_size: int, *, label_free: bool):
+    """(batch, [hidden entering each layer], targets) for up to `batches` slices of the data."""
     from analysis.io.data import Batch
 
     with torch.no_grad():
-        sim = simulate(ev.adapter, Recipe())
+        sim = simulate(ctx.adapter, Recipe())
         out = []
-        for b in ev.batches:
+        for b in ctx.batches:
             for start in range(0, b.input_ids.shape[0], batch_size):
                 if len(out) >= batches:
                     return out
                 sl = slice(start, start + batch_size)
                 sub = Batch(b.input_ids[sl].clone(), b.attention_mask[sl].clone(),
                             None if b.token_type_ids is None else b.token_type_ids[sl].clone(), b.example_ids[sl].clone())
-                ids = sub.example_ids.cpu().numpy()
-                y = ev.labels[ids] if ev.labels is not None else ev.baseline.predictions[ids]
-                labels = torch.as_tensor(y, dtype=torch.long, device=ev.device)
+                labels = ctx.targets(sub, label_free)  # (b,)
                 hidden = [h.float() for h in sim.forward(sub, output_hidden_states=True).hidden_states]
                 out.append((sub, hidden, labels))
         return out

@@ -75,7 +75,7 @@ def _sensitivity(choice, ev, num_layers: int) -> None:
                       margin=dict(t=40))
     st.plotly_chart(fig, key="bits_hessian_fig")
     budget = st.number_input("Budget (MB, whole model)", min_value=0.5,
-                             value=float(round(ev.baseline.size["mb"] / 2, 1)), step=0.5, key="bits_budget")
+                             value=float(round(ev.baseline.size.mb / 2, 1)), step=0.5, key="bits_budget")
     if st.button("Allocate bits for this budget", key="bits_allocate"):
         allocation = sensitivity.allocate_bits(sens.mean, float(budget), ev.adapter, base=state.recipe())
         from analysis.core.recipe import Recipe

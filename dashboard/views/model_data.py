@@ -85,10 +85,10 @@ def _baseline_card(choice: DataChoice) -> None:
         c1, c2, c3, c4, c5 = st.columns(5)
         c1.metric(f"{base.metric_name} ({base.num_examples} examples)",
                   "n/a (no labels)" if base.metric is None else f"{100 * base.metric:.1f}%")
-        c2.metric("size (fp32, from bits)", f"{base.size['mb']:.1f} MB")
+        c2.metric("size (fp32, from bits)", f"{base.size.mb:.1f} MB")
         lat = resources.latency(choice, Recipe())
-        c3.metric(f"latency / example (measured, {lat.get('device', '?')})", f"{lat.get('ms_per_example', float('nan')):.2f} ms",
-                  help=f"batch {lat.get('batch_size')} x {lat.get('seq_len')} tokens, {lat.get('threads')} threads")
+        c3.metric(f"latency / example (measured, {lat.device})", f"{lat.ms_per_example:.2f} ms",
+                  help=f"batch {lat.batch_size} x {lat.seq_len} tokens, {lat.threads} threads")
         c4.metric("layers x heads", f"{d['num_layers']} x {d['num_heads']}")
         c5.metric("parameters", f"{d['parameters'] / 1e6:.1f} M")
         st.caption(f"{d['architecture']} ({d['model_type']}), hidden {d['hidden_size']}, {d['num_labels']} labels, "

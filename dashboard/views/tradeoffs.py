@@ -38,9 +38,9 @@ def session_table(choice) -> tuple[pd.DataFrame, dict]:
             res.metric_name: res.metric,
             "change (pts)": None if res.metric is None else 100 * (res.metric - base.metric),
             "agreement": res.agreement,
-            "size MB": res.size["mb"],
-            "% of baseline size": 100 * res.size["fraction_of_baseline"],
-            "latency ms/ex (measured)": lat.get("ms_per_example"),
+            "size MB": res.size.mb,
+            "% of baseline size": 100 * res.size.fraction_of_baseline,
+            "latency ms/ex (measured)": lat.ms_per_example,
             "examples": res.num_examples,
             "device": res.device,
             "url recipe": state.encode_recipe(recipe),
@@ -91,7 +91,7 @@ def _compare(choice, ev, recipes: dict) -> None:
     (ra, res_a), (rb, res_b) = recipes[a], recipes[b]
     for col, recipe, res in ((c1, ra, res_a), (c2, rb, res_b)):
         col.metric(f"{res.metric_name} (simulated)", "n/a" if res.metric is None else f"{100 * res.metric:.1f}%")
-        col.metric("size", f"{res.size['mb']:.1f} MB ({100 * res.size['fraction_of_baseline']:.0f}%)")
+        col.metric("size", f"{res.size.mb:.1f} MB ({100 * res.size.fraction_of_baseline:.0f}%)")
         col.caption(recipe.describe())
     differ = np.flatnonzero(res_a.predictions != res_b.predictions)
     st.markdown(f"**{len(differ)} of {res_a.num_examples} examples** get different predictions.")
