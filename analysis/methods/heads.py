@@ -35,6 +35,7 @@ from analysis.methods.importance import (HeadImportance, Progress, _nested, atte
                          report, resolve_label_free, score_of)
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import simulate
+from analysis.methods.selection import least_important_fraction, random_order
 
 STATS = ("entropy", "cls", "sep", "punctuation", "previous", "next", "self")
 ORDERS = ("importance", "random", "reverse")
@@ -307,8 +308,7 @@ def prune_curve(ev, *, order: str = "importance", step: float = 0.1, method: str
     if order != "random" and importance is None:
         importance = compute_importance(ev, method, **kwargs)
     for run in range(n_runs):
-        rng = np.random.default_rng(run)
-        random_order = [all_heads[i] for i in rng.permutation(len(all_heads))]
+        shuffled = random_order(all_heads, seed=run)
         masked: list[tuple[int, int]] = []
         scores = [baseline]
         current = importance
@@ -316,7 +316,7 @@ def prune_curve(ev, *, order: str = "importance", step: float = 0.1, method: str
             check_cancel(cancel, "pruning curve")
             need = counts[si] - len(masked)
             if order == "random":
-                new = random_order[len(masked):len(masked) + need]
+                new = shuffled[len(masked):len(masked) + need]
             else:
                 if recompute and si > 1 and masked:
                     current = compute_importance(ev, method, Recipe(masked_heads=masked), **kwargs)
@@ -344,6 +344,5 @@ def prune_curve(ev, *, order: str = "importance", step: float = 0.1, method: str
 
 def prune_half_recipe(importance: HeadImportance, fraction: float = 0.5) -> Recipe:
     """A Recipe masking the given fraction of heads, least important first (global ranking)."""
-    order = importance.pruning_order()
-    k = int(round(fraction * len(order)))
-    return Recipe(masked_heads=order[:k], name=f"{importance.method}: {k} least important heads pruned")
+    heads = least_important_fraction(importance, fraction)
+    return Recipe(masked_heads=heads, name=f"{importance.method}: {len(heads)} least important heads pruned")
