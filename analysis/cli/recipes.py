@@ -55,13 +55,9 @@ def _importance(args, ev):
 
 
 def cmd_presets(args) -> dict:
-    from analysis.methods.presets import get_preset
+    from analysis.methods.presets import PRESETS, get_preset
 
-    presets = [get_preset(n) for n in (args.name or [])] or None
-    if presets is None:
-        from analysis.methods.presets import PRESETS
-
-        presets = list(PRESETS.values())
+    presets = [get_preset(n) for n in args.name] if args.name else list(PRESETS.values())
     t0 = time.perf_counter()
     loaded = load_model_from_args(args)
     importance = None
