@@ -5,8 +5,9 @@ call this package. The layout (README.md has one line per module):
 
     core/      the Recipe, architecture adapters, quantisation scheme, simulate, materialize
     io/        models, datasets and batching, training the demo models, the papers' results
-    methods/   the science: head importance, head studies, layer dropping, Hessian sensitivity
-    measure/   evaluation, size, FLOPs, timing, profiling, real low-precision kernels
+    methods/   the science: head importance, head studies and selections, layer dropping, Hessian
+               sensitivity, the named presets
+    measure/   evaluation, size, FLOPs, timing, profiling, real low-precision kernels, Pareto front
     cli/       `python -m analysis ...` / `headroom ...`
 
 The names below are the public API; they are imported on first use, so `import analysis` stays
@@ -63,6 +64,13 @@ _API = {
     "HeadImportance": "analysis.methods.importance",
     "prune_curve": "analysis.methods.heads",
     "head_stats": "analysis.methods.heads",
+    "least_important_heads": "analysis.methods.selection",
+    "all_but_best_head": "analysis.methods.selection",
+    "random_heads": "analysis.methods.selection",
+    "PRESETS": "analysis.methods.presets",
+    "build_preset": "analysis.methods.presets",
+    "preset_recipes": "analysis.methods.presets",
+    "pareto_front": "analysis.measure.pareto",
     "dropped_layers_for": "analysis.methods.layers",
     "hessian_sensitivity": "analysis.methods.sensitivity",
     "allocate_bits": "analysis.methods.sensitivity",

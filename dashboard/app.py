@@ -3,10 +3,9 @@
     streamlit run dashboard/app.py
 
 Opens on the offline `demo` model (MiniLM-L6 fine-tuned on Banking77) and 500 stratified test
-examples. One small module per page in `dashboard/views/` (not `pages/`: Streamlit treats a
-`pages/` folder as an old-style multipage app and would run a page without this script); the
-state (model, data, recipe, page) lives in the URL, so a copied link opens the same view. The dashboard holds no science:
-every number comes from `analysis`.
+examples. One small module per page in `dashboard/views/`, listed once in `dashboard/pages.py`; the
+state (model, data, recipe, page; `dashboard/state.py`) lives in the URL, so a copied link
+opens the same view. The dashboard holds no science: every number comes from `analysis`.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ analysis.quiet()
 
 import streamlit as st  # noqa: E402
 
-from dashboard import state  # noqa: E402
+from dashboard import pages, state  # noqa: E402
 
 DASHBOARD = Path(__file__).resolve().parent
 
@@ -29,13 +28,8 @@ st.set_page_config(page_title="Headroom", page_icon=str(DASHBOARD / "static" / "
 
 state.init()
 # A link with ?page=heads opens that page: it becomes this session's default (the page at "/").
-start = st.session_state.get("start_page") or "model"
-PAGE_TITLES = {"model": "Model & data", "attention": "Attention", "heads": "Heads", "layers": "Layers", "bits": "Bits",
-               "profile": "Profile", "tradeoffs": "Trade-offs", "papers": "Papers"}
-PAGE_FILES = {"model": "model_data.py"}
-PAGES = {name: st.Page(DASHBOARD / "views" / PAGE_FILES.get(name, f"{name}.py"), title=title,
-                       url_path=name, default=(name == start))
-         for name, title in PAGE_TITLES.items()}
+start = st.session_state.get(state.START_PAGE) or pages.DEFAULT
+PAGES = {p.name: st.Page(p.path, title=p.title, url_path=p.name, default=(p.name == start)) for p in pages.PAGES}
 page = st.navigation(list(PAGES.values()))
 
 with st.sidebar:
@@ -43,10 +37,10 @@ with st.sidebar:
     st.caption(f"**{c.model}** on {c.device} · {c.data} ({c.split}, "
                f"{'all' if not c.limit else c.limit} examples)")
     st.caption("The link in the address bar opens this exact view.")
-for warning in st.session_state.pop("url_warnings", []):
+for warning in st.session_state.pop(state.URL_WARNINGS, []):
     st.warning(warning)
 
-st.session_state.page = next((k for k, p in PAGES.items() if p.url_path == page.url_path), "model")
+st.session_state[state.PAGE] = next((k for k, p in PAGES.items() if p.url_path == page.url_path), pages.DEFAULT)
 try:
     page.run()
 except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback on the page

@@ -1,5 +1,8 @@
 """The dashboard's whole state — model, data, subset, device, recipe, page — in one place.
 
+Every key the app keeps in `st.session_state` is declared below (`SESSION_KEYS`, with what it
+holds); pages and widgets use these names, never a string of their own.
+
 It lives in `st.session_state` and is mirrored in `st.query_params`, so a copied link opens the
 same view: `?model=demo&data=banking77&split=test&n=500&device=cpu&page=heads&r=h8.0.0.0.0.800`.
 
@@ -24,9 +27,87 @@ import streamlit as st
 from analysis.errors import HeadroomError
 from analysis.core.recipe import Recipe
 
+from dashboard import pages
+
 GRANULARITY_CODES = {"per-tensor": "pt", "per-channel": "pc", "per-head": "ph", "groups": "gr"}
 CODE_GRANULARITY = {v: k for k, v in GRANULARITY_CODES.items()}
 DEFAULT_LIMIT = 500
+
+# ------------------------------------------------------------------------------ session-state keys
+SESSION_KEYS: dict[str, str] = {}  # key -> what st.session_state holds under it
+SESSION_KEY_FAMILIES: dict[str, str] = {}  # prefix -> what each key starting with it holds
+
+
+def _key(name: str, what: str) -> str:
+    SESSION_KEYS[name] = what
+    return name
+
+
+def _family(prefix: str, what: str) -> str:
+    SESSION_KEY_FAMILIES[prefix] = what
+    return prefix
+
+
+# the view: model, data, recipe, page (mirrored in the URL)
+CHOICE = _key("choice", "DataChoice: the model, data, subset and device of this session")
+RECIPE = _key("recipe", "Recipe: the what-if every page shows and edits")
+PAGE = _key("page", "str: the name (dashboard.pages) of the page drawn last; written into the URL")
+START_PAGE = _key("start_page", "str: the page the link's ?page= asked for on the first run ('' = the default)")
+URL_WARNINGS = _key("url_warnings", "list[str]: what was wrong with the link, shown once above the page")
+RECIPE_ERROR = _key("recipe_error", "str: why the last recipe change was refused, shown once by the metrics panel")
+# results of this session
+HISTORY = _key("history", "{(choice key, recipe key): Recipe}: every recipe the metrics panel showed (Trade-offs)")
+LAST_UPDATE_S = _key("last_update_s", "float: seconds the metrics panel took to update last time")
+JOBS = _key("jobs", "{job name: widgets.Job}: the background analyses started in this session")
+JOB_SEEN = _family("job_seen_", "True once the page has redrawn with that finished job's result")
+IMPORTANCE = _family("importance::", "HeadImportance of the unpruned model, per model and data (choice key)")
+HESSIAN = _family("hessian::", "Q-BERT Hessian sensitivity per layer, per model and data (choice key)")
+CURVES = _key("curves", "{(choice key, order, method): PruneCurve}: the pruning curves run in this session")
+HEADS_SEED = _key("heads_seed", "int: the seed the next 'Random k' click on the Heads page uses")
+BITS_REAL = _key("bits_real", "(fp32 dict, low-precision dict): the really quantised model measured last (Bits)")
+ATTENTION_IMAGES = _key("att_images", "(PNG bytes, SVG bytes): the attention overview prepared for download")
+PROFILES = _key("profiles", "{(choice key, recipe key, batch size, seq len): profile report} (Profile)")
+PROFILE_SWEEP = _key("profile_sweep", "DataFrame: time and FLOPs per component vs sequence length (Profile)")
+MODEL_ZIP = _key("to_zip", "(recipe label, zip bytes): the materialized model built for download (Trade-offs)")
+# widgets whose value the code reads or sets through st.session_state
+HEAD_GRID = _family("head_grid_L", "list[int]: the kept heads of one layer (the head grid's pills)")
+LAYERS_KEEP = _family("layers_keep_", "bool: the 'keep this layer' checkbox of one layer (Layers)")
+HEADS_METHOD = _key("heads_method", "str: the importance method picked on the Heads page")
+BITS_MODE = _key("bits_mode", "str: 'same for every layer' or 'per layer' (Bits)")
+BITS_ALL = _key("bits_all", "int: weight bits of every encoder layer (Bits)")
+BITS_LAYER = _family("bits_layer_", "int: weight bits of one encoder layer (Bits, per layer)")
+BITS_EMB = _key("bits_emb", "int: word-embedding bits (Bits)")
+BITS_GRAN = _key("bits_gran", "str: the granularity of the ranges (Bits)")
+BITS_SYM = _key("bits_sym", "bool: symmetric ranges (Bits)")
+
+
+def head_grid_key(layer: int) -> str:
+    return f"{HEAD_GRID}{layer}"
+
+
+def layers_keep_key(layer: int) -> str:
+    return f"{LAYERS_KEEP}{layer}"
+
+
+def bits_layer_key(layer: int) -> str:
+    return f"{BITS_LAYER}{layer}"
+
+
+def importance_key(choice: DataChoice) -> str:
+    return f"{IMPORTANCE}{choice.key()}"
+
+
+def hessian_key(choice: DataChoice) -> str:
+    return f"{HESSIAN}{choice.key()}"
+
+
+def job_seen_key(name: str, job) -> str:
+    return f"{JOB_SEEN}{name}_{id(job)}"
+
+
+def is_declared(key: str) -> bool:
+    """Whether `key` is one of the session keys above (or of one of their families)."""
+    return key in SESSION_KEYS or any(key.startswith(prefix) for prefix in SESSION_KEY_FAMILIES)
 
 
 @dataclass
@@ -118,11 +199,20 @@ def decode_recipe(text: str) -> Recipe:
 
 # ------------------------------------------------------------------------------ session state
 def choice() -> DataChoice:
-    return st.session_state.choice
+    return st.session_state[CHOICE]
 
 
 def recipe() -> Recipe:
-    return st.session_state.recipe
+    return st.session_state[RECIPE]
+
+
+def importance(choice: DataChoice):
+    """The head importance computed in this session for this model and data, or None."""
+    return st.session_state.get(importance_key(choice))
+
+
+def set_importance(choice: DataChoice, value) -> None:
+    st.session_state[importance_key(choice)] = value
 
 
 def set_recipe(new: Recipe, adapter=None) -> bool:
@@ -135,22 +225,22 @@ def set_recipe(new: Recipe, adapter=None) -> bool:
         try:
             adapter.validate(new)
         except HeadroomError as e:
-            st.session_state.recipe_error = str(e)
+            st.session_state[RECIPE_ERROR] = str(e)
             return False
-    st.session_state.recipe = new
+    st.session_state[RECIPE] = new
     return True
 
 
 def set_choice(new: DataChoice) -> None:
     """A new model/data: the recipe starts over (its heads and layers may not exist any more)."""
-    if new != st.session_state.choice:
-        st.session_state.choice = new
-        st.session_state.recipe = Recipe()
+    if new != st.session_state[CHOICE]:
+        st.session_state[CHOICE] = new
+        st.session_state[RECIPE] = Recipe()
 
 
 def init() -> None:
     """On a session's first run, read the URL into session state (bad values: a warning, defaults)."""
-    if "choice" in st.session_state:
+    if CHOICE in st.session_state:
         return
     c = default_choice()
     q = st.query_params
@@ -163,19 +253,20 @@ def init() -> None:
             c.limit = max(0, int(q["n"]))
         except ValueError:
             warnings.append(f"The subset size in the link ('{q['n']}') is not a whole number; using {c.limit}.")
-    st.session_state.choice = c
-    st.session_state.recipe = Recipe()
+    st.session_state[CHOICE] = c
+    st.session_state[RECIPE] = Recipe()
     if q.get("r"):
         try:
-            st.session_state.recipe = decode_recipe(q["r"])
+            st.session_state[RECIPE] = decode_recipe(q["r"])
         except HeadroomError as e:
             warnings.append(str(e))
-    st.session_state.url_warnings = warnings
-    st.session_state.start_page = q.get("page", "")
-    if st.session_state.start_page not in ("", "model", "attention", "heads", "layers", "bits", "profile",
-                                           "tradeoffs", "papers"):
-        warnings.append(f"There is no page '{st.session_state.start_page}'; showing Model & data.")
-        st.session_state.start_page = ""
+    st.session_state[URL_WARNINGS] = warnings
+    start = q.get("page", "")
+    if start and start not in pages.NAMES:
+        default = next(p.title for p in pages.PAGES if p.name == pages.DEFAULT)
+        warnings.append(f"There is no page '{start}'; showing {default}.")
+        start = ""
+    st.session_state[START_PAGE] = start
 
 
 def sync_query_params(page: str | None = None) -> None:
@@ -191,7 +282,7 @@ def sync_query_params(page: str | None = None) -> None:
     code = encode_recipe(recipe())
     if code:
         params["r"] = code
-    page = page or st.session_state.get("page")
+    page = page or st.session_state.get(PAGE)
     if page:
         params["page"] = page
     if dict(st.query_params) != params:

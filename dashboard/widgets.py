@@ -8,8 +8,9 @@
   masks or unmasks the head (works the same from AppTest and from a browser).
 - `show_error(exc)` / `guard()`: any exception becomes one sentence in an error box; the state
   from before the failed action is kept, because state changes only after an action succeeds.
-- `Job` / `start_job()` / `job_status()`: a long analysis (importance, curves, Hessian) in a
-  background thread with a progress bar and a Stop button; the session stays usable while it runs.
+- `preset_picker()`: one button per named recipe of `analysis.methods.presets`, and a reset.
+- `Job` / `start_job()` / `job_status()`: a long analysis (importance, curves, Hessian) in a background thread
+  with a progress bar and a Stop button; the session stays usable while it runs.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def metrics_panel(choice=None) -> None:
     """The live metrics of the current recipe against the baseline."""
     choice = choice or state.choice()
     recipe = state.recipe()
-    refused = st.session_state.pop("recipe_error", None)
+    refused = st.session_state.pop(state.RECIPE_ERROR, None)
     if refused:
         st.error(f"{refused} The previous recipe is kept.", icon=":material/error:")
     try:
@@ -84,8 +85,8 @@ def metrics_panel(choice=None) -> None:
     except Exception as exc:  # noqa: BLE001
         show_error(exc)
         return
-    st.session_state.last_update_s = seconds
-    st.session_state.setdefault("history", {})[(choice.key(), recipe.key())] = recipe
+    st.session_state[state.LAST_UPDATE_S] = seconds
+    st.session_state.setdefault(state.HISTORY, {})[(choice.key(), recipe.key())] = recipe
     is_base = recipe.is_baseline()
     with st.container(border=True, key="metrics_panel"):
         st.markdown(f"**Live metrics** · {recipe.name or recipe.describe()}")
@@ -131,14 +132,10 @@ def _latency_metric(choice, recipe: Recipe, is_base: bool) -> None:
 
 
 # ------------------------------------------------------------------------------ head grid
-def _head_key(layer: int) -> str:
-    return f"head_grid_L{layer}"
-
-
 def _on_heads_changed(num_layers: int, num_heads: int) -> None:
     masked = []
     for layer in range(num_layers):
-        kept = set(st.session_state.get(_head_key(layer)) or [])
+        kept = set(st.session_state.get(state.head_grid_key(layer)) or [])
         masked += [(layer, h) for h in range(num_heads) if h not in kept]
     state.set_recipe(state.recipe().replace(masked_heads=masked, name=""))
 
@@ -148,7 +145,7 @@ def head_grid(num_layers: int, num_heads: int, dropped: list[int] | None = None)
     recipe = state.recipe()
     dropped = set(dropped or [])
     for layer in range(num_layers):  # the recipe is the truth: put it into the widgets first
-        st.session_state[_head_key(layer)] = recipe.kept_heads(layer, num_heads)
+        st.session_state[state.head_grid_key(layer)] = recipe.kept_heads(layer, num_heads)
     st.caption(f"**Heads** of {num_layers} layers x {num_heads}: click one to mask it (outlined) or to bring "
                f"it back (filled = kept) · {len(recipe.masked_heads)} masked")
     for layer in range(num_layers):
@@ -156,40 +153,45 @@ def head_grid(num_layers: int, num_heads: int, dropped: list[int] | None = None)
         label_col.markdown(f"**L{layer}**" + (" ~~dropped~~" if layer in dropped else ""))
         pills_col.pills(
             f"Layer {layer} heads", options=list(range(num_heads)), selection_mode="multi",
-            key=_head_key(layer), format_func=str, label_visibility="collapsed",
+            key=state.head_grid_key(layer), format_func=str, label_visibility="collapsed",
             on_change=_on_heads_changed, args=(num_layers, num_heads),
         )
 
 
 # ------------------------------------------------------------------------------ presets
-def preset_recipes(num_layers: int, num_heads: int, importance=None) -> dict[str, Recipe]:
-    """The named demo recipes; "Sixteen heads" masks the 40% least important heads (or the
-    heads a fixed seed picks when no importance has been computed yet)."""
-    import numpy as np
+def session_importance(choice, ev):
+    """This session's head importance for the model and data; computed (Michel et al. 2019, of the
+    unpruned model) and kept when there is none yet, so a preset never ranks heads nobody scored."""
+    imp = state.importance(choice)
+    if imp is None:
+        from analysis.methods.importance import compute_importance
 
-    k = int(round(0.4 * num_layers * num_heads))
-    if importance is not None:
-        order = np.argsort(np.asarray(importance).reshape(-1), kind="stable")[:k]
-    else:
-        order = np.random.default_rng(0).permutation(num_layers * num_heads)[:k]
-    heads = [(int(i) // num_heads, int(i) % num_heads) for i in order]
-    top = list(range(max(0, num_layers - 2), num_layers)) if num_layers > 2 else [num_layers - 1]
-    return {
-        "Sixteen heads: prune 40%": Recipe(masked_heads=heads, name="Sixteen heads: prune 40%"),
-        "Poor man's BERT: drop top 2": Recipe(dropped_layers=top, name="Poor man's BERT: drop top 2"),
-        "Q-BERT: 4-bit per-head": Recipe(weight_bits=4, granularity="per-head", embedding_bits=8,
-                                          name="Q-BERT: 4-bit per-head"),
-        "8-bit everything": Recipe(weight_bits=8, embedding_bits=8, granularity="per-channel",
-                                   name="8-bit everything"),
-    }
+        with st.spinner("Computing Michel importance of every head (one backward pass per batch) ..."):
+            imp = compute_importance(ev, "michel", Recipe())
+        state.set_importance(choice, imp)
+    return imp
 
 
-def preset_picker(num_layers: int, num_heads: int, importance=None, key: str = "preset") -> None:
-    presets = preset_recipes(num_layers, num_heads, importance)
-    cols = st.columns(len(presets) + 1)
-    for col, (name, recipe) in zip(cols, presets.items()):
-        if col.button(name, key=f"{key}_{name}", width="stretch"):
-            state.set_recipe(recipe)
+def preset_recipe(choice, ev, name: str) -> Recipe:
+    """The named preset (analysis.methods.presets) for the loaded model."""
+    from analysis.methods.presets import get_preset
+
+    preset = get_preset(name)
+    importance = session_importance(choice, ev) if preset.needs_importance else None
+    return preset.build(ev.adapter.num_layers, importance)
+
+
+def preset_picker(choice, ev, key: str = "preset") -> None:
+    """A button per preset, each citing its paper, and a reset to the baseline."""
+    from analysis.methods.presets import PRESETS
+
+    cols = st.columns(len(PRESETS) + 1)
+    for col, preset in zip(cols, PRESETS.values()):
+        needs = (" Ranks heads by this session's importance (Michel importance is computed first if there is "
+                 "none).") if preset.needs_importance else ""
+        if col.button(preset.name, key=f"{key}_{preset.name}", width="stretch",
+                      help=f"{preset.what.capitalize()}. {preset.citation}.{needs}"):
+            state.set_recipe(preset_recipe(choice, ev, preset.name), ev.adapter)
     if cols[-1].button("Reset to baseline", key=f"{key}_reset", width="stretch"):
         state.set_recipe(Recipe())
 
@@ -227,13 +229,13 @@ def start_job(name: str, fn) -> Job:
             job.done = True
 
     job.thread = threading.Thread(target=target, name=f"headroom-{name}", daemon=True)
-    st.session_state.setdefault("jobs", {})[name] = job
+    st.session_state.setdefault(state.JOBS, {})[name] = job
     job.thread.start()
     return job
 
 
 def get_job(name: str) -> Job | None:
-    return st.session_state.get("jobs", {}).get(name)
+    return st.session_state.get(state.JOBS, {}).get(name)
 
 
 def job_status(name: str) -> Job | None:
@@ -250,8 +252,8 @@ def job_status(name: str) -> Job | None:
                 job.cancel.set()
         elif job.error:
             st.warning(f"{job.name}: {job.error}")
-        if job.done and not st.session_state.get(f"job_seen_{name}_{id(job)}"):
-            st.session_state[f"job_seen_{name}_{id(job)}"] = True
+        if job.done and not st.session_state.get(state.job_seen_key(name, job)):
+            st.session_state[state.job_seen_key(name, job)] = True
             st.rerun()  # the whole page redraws once with the result
 
     poll()

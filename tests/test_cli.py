@@ -174,3 +174,60 @@ def test_bare_encoder_is_not_a_classifier(capsys, tmp_path):
     tiny_loaded().tokenizer.save_pretrained(str(tmp_path))
     code, _, err = run(capsys, "info", "--model", str(tmp_path))
     assert code == 2 and "not a sequence classifier" in err and "BertModel" in err
+
+
+# ------------------------------------------------------------------------------ presets and Pareto
+def test_presets_command_ranks_heads_like_the_importance_command(capsys, model_dir, data_csv):
+    data = ["--data", data_csv, "--text-column", "utterance", "--label-column", "intent"]
+    code, out, err = run(capsys, "presets", "--model", model_dir, *data)
+    assert code == 0, err
+    result = json.loads(out)
+    by_id = {p["id"]: p for p in result["presets"]}
+    assert set(by_id) == {"sixteen-heads", "poor-mans-bert", "q-bert", "8-bit"}
+    assert all(p["citation"] for p in result["presets"])
+    assert by_id["poor-mans-bert"]["recipe"]["dropped_layers"] == [1, 2]
+    assert result["importance"]["method"] == "michel" and result["importance"]["num_examples"] == 40
+    code, out, err = run(capsys, "importance", "--model", model_dir, *data, "--method", "michel")
+    assert code == 0, err
+    scores = json.loads(out)["importance"]["michel"]["scores"]
+    order = sorted(((l, h) for l in range(3) for h in range(4)), key=lambda lh: (scores[lh[0]][lh[1]], lh))
+    assert by_id["sixteen-heads"]["recipe"]["masked_heads"] == sorted([list(lh) for lh in order[:5]])
+
+    code, out, err = run(capsys, "presets", "--model", model_dir, "--no-importance")
+    assert code == 0, err
+    skipped = {p["id"]: p for p in json.loads(out)["presets"]}["sixteen-heads"]
+    assert skipped["recipe"] is None and "importance" in skipped["skipped"]
+    code, out, err = run(capsys, "presets", "--model", model_dir, "--name", "q-bert")
+    assert code == 0, err
+    assert [p["recipe"]["weight_bits"] for p in json.loads(out)["presets"]] == [4]
+    code, _, err = run(capsys, "presets", "--model", model_dir, "--name", "nope")
+    assert code == 2 and "There is no preset 'nope'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_pareto_command_over_results_and_over_evaluated_presets(capsys, model_dir, data_csv, tmp_path):
+    results = [{"metric": 0.9, "size": {"mb": 100}, "recipe": {"name": "base"}},
+               {"metric": 0.85, "size": {"mb": 50}, "recipe": {"dropped_layers": [2], "name": "a"}},
+               {"metric": 0.85, "size": {"mb": 50}, "recipe": {"dropped_layers": [2], "name": "a again"}},
+               {"metric": 0.80, "size": {"mb": 60}, "recipe": {"dropped_layers": [1], "name": "worse"}},
+               {"metric": None, "size": {"mb": 1}, "recipe": {"name": "no metric"}}]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    code, out, err = run(capsys, "pareto", "--results", str(path))
+    assert code == 0, err
+    front = json.loads(out)["front"]
+    assert [p["index"] for p in front] == [1, 0] and front[0]["name"] == "a"
+
+    data = ["--data", data_csv, "--text-column", "utterance", "--label-column", "intent"]
+    code, out, err = run(capsys, "pareto", "--model", model_dir, *data, "--presets")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["num_results"] == 5 and result["front"]
+    points = [(p["metric"], p["size.mb"]) for p in result["front"]]
+    assert [c for _, c in points] == sorted(c for _, c in points)
+    assert all(m1 < m2 for (m1, _), (m2, _) in zip(points, points[1:]))  # costlier must be better
+
+    code, _, err = run(capsys, "pareto")
+    assert code == 2 and "--results" in err
+    path.write_text("{}")
+    code, _, err = run(capsys, "pareto", "--results", str(path))
+    assert code == 2 and "JSON list" in err

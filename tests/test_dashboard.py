@@ -71,6 +71,16 @@ def test_every_page_renders_without_error(page):
     assert at.query_params["page"] == [page] or at.query_params["page"] == page
 
 
+def test_the_page_registry_is_the_navigation():
+    from dashboard import pages
+
+    assert {p.name: p.title for p in pages.PAGES} == PAGES
+    assert all(p.path.is_file() for p in pages.PAGES)
+    at = app("nope")
+    assert any("There is no page 'nope'" in w.value for w in at.warning)
+    assert at.title[0].value == "Model & data"
+
+
 def test_model_page_shows_the_baseline_card():
     at = app("model")
     assert metric(at, "layers x heads") == "3 x 4"
@@ -120,6 +130,22 @@ def test_presets_apply_named_recipes():
     next(b for b in at.button if b.label == "Reset to baseline").click().run()
     assert at.session_state["recipe"].is_baseline()
     assert metric(at, "agreement") == "100.0%"
+
+
+def test_sixteen_heads_preset_and_the_k_least_important_button_mask_the_same_heads():
+    at = app("heads")
+    assert next(b for b in at.button if b.label == "Mask k least important").disabled  # no importance yet
+    next(b for b in at.button if b.label == "Sixteen heads: prune 40%").click().run()
+    assert not at.exception and errors(at) == []
+    preset = at.session_state["recipe"]
+    assert len(preset.masked_heads) == round(0.4 * 3 * 4) and "michel" in preset.name  # importance computed
+    at.number_input(key="heads_k").set_value(len(preset.masked_heads)).run()
+    next(b for b in at.button if b.label == "Mask k least important").click().run()
+    assert not at.exception
+    assert at.session_state["recipe"].masked_heads == preset.masked_heads
+    next(b for b in at.button if b.label == "Keep best head per layer").click().run()
+    kept = [at.pills(key=f"head_grid_L{l}").value for l in range(3)]
+    assert [len(k) for k in kept] == [1, 1, 1], kept
 
 
 def test_dropping_every_layer_is_refused_with_one_sentence():

@@ -1,6 +1,6 @@
 """Headroom's command line: `python -m analysis COMMAND ...`, JSON on stdout.
 
-Each command group lives in its own module (core, heads, layers, quantization, profile) and
+Each command group lives in its own module (core, heads, layers, quantization, profile, recipes) and
 registers its sub-commands with `register(subparsers)`. Errors a user can cause print one
 sentence on stderr and exit with status 2; nothing prints a traceback unless HEADROOM_DEBUG=1.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis.errors import HeadroomError
 
-GROUPS = ("core", "export", "train", "heads", "layers", "quantization", "profile")
+GROUPS = ("core", "export", "train", "heads", "layers", "quantization", "profile", "recipes")
 
 
 class _Parser(argparse.ArgumentParser):

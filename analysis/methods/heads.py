@@ -37,6 +37,7 @@ from analysis.methods.context import EvalContext, resolve_label_free
 from analysis.methods.importance import HeadImportance, _nested, attention_entropy, compute_importance, score_of
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import simulate
+from analysis.methods.selection import least_important_fraction, random_order
 
 STATS = ("entropy", "cls", "sep", "punctuation", "previous", "next", "self")
 ORDERS = ("importance", "random", "reverse")
@@ -309,8 +310,7 @@ def prune_curve(ctx: EvalContext, *, order: str = "importance", step: float = 0.
     if order != "random" and importance is None:
         importance = compute_importance(ctx, method, **kwargs)
     for run in range(n_runs):
-        rng = np.random.default_rng(run)
-        random_order = [all_heads[i] for i in rng.permutation(len(all_heads))]
+        shuffled = random_order(all_heads, seed=run)
         masked: list[tuple[int, int]] = []
         scores = [baseline]
         current = importance
@@ -318,7 +318,7 @@ def prune_curve(ctx: EvalContext, *, order: str = "importance", step: float = 0.
             check_cancel(cancel, "pruning curve")
             need = counts[si] - len(masked)
             if order == "random":
-                new = random_order[len(masked):len(masked) + need]
+                new = shuffled[len(masked):len(masked) + need]
             else:
                 if recompute and si > 1 and masked:
                     current = compute_importance(ctx, method, Recipe(masked_heads=masked), **kwargs)
@@ -346,6 +346,5 @@ def prune_curve(ctx: EvalContext, *, order: str = "importance", step: float = 0.
 
 def prune_half_recipe(importance: HeadImportance, fraction: float = 0.5) -> Recipe:
     """A Recipe masking the given fraction of heads, least important first (global ranking)."""
-    order = importance.pruning_order()
-    k = int(round(fraction * len(order)))
-    return Recipe(masked_heads=order[:k], name=f"{importance.method}: {k} least important heads pruned")
+    heads = least_important_fraction(importance, fraction)
+    return Recipe(masked_heads=heads, name=f"{importance.method}: {len(heads)} least important heads pruned")

@@ -83,11 +83,12 @@ def render() -> None:
             if st.button("Prepare PNG / SVG export", key="att_export"):
                 try:
                     with st.spinner("Drawing the images with the local Chromium ..."):
-                        st.session_state.att_images = (figure_to_image(fig, "png"), figure_to_image(fig, "svg"))
+                        st.session_state[state.ATTENTION_IMAGES] = (figure_to_image(fig, "png"),
+                                                                    figure_to_image(fig, "svg"))
                 except RuntimeError as exc:
                     widgets.show_error(exc)
-            if "att_images" in st.session_state:
-                png, svg = st.session_state.att_images
+            if state.ATTENTION_IMAGES in st.session_state:
+                png, svg = st.session_state[state.ATTENTION_IMAGES]
                 c1, c2 = st.columns(2)
                 c1.download_button("Download PNG", png, "attention_heads.png", "image/png", key="att_png")
                 c2.download_button("Download SVG", svg, "attention_heads.svg", "image/svg+xml", key="att_svg")

@@ -18,13 +18,13 @@ BIT_CHOICES = [b for b in SUPPORTED_BITS if b != 16][::-1]  # 32, 8, 7, ... 2
 def _on_bits_changed(num_layers: int, adapter) -> None:
     """Widgets -> recipe (runs before the script, so the widgets below show the result)."""
     ss = st.session_state
-    if ss.get("bits_mode") == "per layer":
-        bits: int | list[int] = [int(ss.get(f"bits_layer_{l}", 32)) for l in range(num_layers)]
+    if ss.get(state.BITS_MODE) == "per layer":
+        bits: int | list[int] = [int(ss.get(state.bits_layer_key(l), 32)) for l in range(num_layers)]
     else:
-        bits = int(ss.get("bits_all", 32))
-    new = state.recipe().replace(weight_bits=bits, embedding_bits=int(ss.get("bits_emb", 32)),
-                                 granularity=ss.get("bits_gran", "per-tensor"), symmetric=bool(ss.get("bits_sym", True)),
-                                 name="")
+        bits = int(ss.get(state.BITS_ALL, 32))
+    new = state.recipe().replace(weight_bits=bits, embedding_bits=int(ss.get(state.BITS_EMB, 32)),
+                                 granularity=ss.get(state.BITS_GRAN, "per-tensor"),
+                                 symmetric=bool(ss.get(state.BITS_SYM, True)), name="")
     state.set_recipe(new, adapter)
 
 
@@ -33,24 +33,25 @@ def _controls(num_layers: int, adapter) -> None:
     bits = recipe.layer_bits(num_layers)
     ss = st.session_state
     # recipe -> widgets: presets and links change the recipe; the widgets follow it
-    if "bits_mode" not in ss or (isinstance(recipe.weight_bits, list) and len(set(bits)) > 1):
-        ss.bits_mode = "per layer" if len(set(bits)) > 1 else "same for every layer"
-    ss.bits_all = bits[0] if bits[0] in BIT_CHOICES else 32
+    if state.BITS_MODE not in ss or (isinstance(recipe.weight_bits, list) and len(set(bits)) > 1):
+        ss[state.BITS_MODE] = "per layer" if len(set(bits)) > 1 else "same for every layer"
+    ss[state.BITS_ALL] = bits[0] if bits[0] in BIT_CHOICES else 32
     for l in range(num_layers):
-        ss[f"bits_layer_{l}"] = bits[l] if bits[l] in BIT_CHOICES else 32
-    ss.bits_emb = recipe.embedding_bits if recipe.embedding_bits in BIT_CHOICES else 32
-    ss.bits_gran, ss.bits_sym = recipe.granularity, recipe.symmetric
+        ss[state.bits_layer_key(l)] = bits[l] if bits[l] in BIT_CHOICES else 32
+    ss[state.BITS_EMB] = recipe.embedding_bits if recipe.embedding_bits in BIT_CHOICES else 32
+    ss[state.BITS_GRAN], ss[state.BITS_SYM] = recipe.granularity, recipe.symmetric
     changed = dict(on_change=_on_bits_changed, args=(num_layers, adapter))
-    st.radio("Weight bits", ["same for every layer", "per layer"], key="bits_mode", horizontal=True, **changed)
-    if ss.bits_mode == "same for every layer":
-        st.select_slider("Bits of every encoder layer (32 = full precision)", BIT_CHOICES, key="bits_all", **changed)
+    st.radio("Weight bits", ["same for every layer", "per layer"], key=state.BITS_MODE, horizontal=True, **changed)
+    if ss[state.BITS_MODE] == "same for every layer":
+        st.select_slider("Bits of every encoder layer (32 = full precision)", BIT_CHOICES, key=state.BITS_ALL,
+                         **changed)
     else:
         for l, col in enumerate(st.columns(num_layers)):
-            col.selectbox(f"L{l}", BIT_CHOICES, key=f"bits_layer_{l}", **changed)
+            col.selectbox(f"L{l}", BIT_CHOICES, key=state.bits_layer_key(l), **changed)
     c1, c2, c3 = st.columns(3)
-    c1.select_slider("Word-embedding bits", BIT_CHOICES, key="bits_emb", **changed)
-    c2.selectbox("Granularity (ranges shared per ...)", GRANULARITIES, key="bits_gran", **changed)
-    c3.toggle("Symmetric ranges", key="bits_sym", **changed)
+    c1.select_slider("Word-embedding bits", BIT_CHOICES, key=state.BITS_EMB, **changed)
+    c2.selectbox("Granularity (ranges shared per ...)", GRANULARITIES, key=state.BITS_GRAN, **changed)
+    c3.toggle("Symmetric ranges", key=state.BITS_SYM, **changed)
 
 
 def _sensitivity(choice, ev, num_layers: int) -> None:
@@ -62,8 +63,8 @@ def _sensitivity(choice, ev, num_layers: int) -> None:
         widgets.start_job("hessian", lambda j: sensitivity.hessian_sensitivity(ev, progress=j.report, cancel=j.cancel))
     job = widgets.job_status("hessian")
     if job is not None and job.done and job.result is not None:
-        st.session_state[f"hessian::{choice.key()}"] = job.result
-    sens = st.session_state.get(f"hessian::{choice.key()}")
+        st.session_state[state.hessian_key(choice)] = job.result
+    sens = st.session_state.get(state.hessian_key(choice))
     if sens is None:
         return
     import plotly.graph_objects as go
@@ -97,8 +98,8 @@ def _real(ev) -> None:
         with st.spinner(f"Building the {mode} model and timing it ..."):
             fp32 = real_quantize(ev.loaded.model, "fp32", evaluator=ev, device=ev.device, repeats=3)
             result = real_quantize(ev.loaded.model, mode, evaluator=ev, device=ev.device, repeats=3)
-        st.session_state["bits_real"] = (fp32.to_dict(), result.to_dict())
-    if "bits_real" in st.session_state:
+        st.session_state[state.BITS_REAL] = (fp32.to_dict(), result.to_dict())
+    if state.BITS_REAL in st.session_state:
         import pandas as pd
 
         rows = [{"model": d["mode"], "backend": d["backend"], d.get("metric_name") or "metric": d.get("metric"),
@@ -106,7 +107,7 @@ def _real(ev) -> None:
                  "ms / batch": round(d["latency"].get("ms_per_batch", float("nan")), 1),
                  "batch": f"{d['latency'].get('batch_size')} x {d['latency'].get('seq_len')}",
                  "device": f"{d['latency'].get('device')}, {d['latency'].get('threads')} threads"}
-                for d in st.session_state["bits_real"]]
+                for d in st.session_state[state.BITS_REAL]]
         st.dataframe(pd.DataFrame(rows), hide_index=True)
         st.caption("Measured: real low-precision kernels, not simulated. Size is the serialized state dict.")
 
@@ -128,7 +129,7 @@ def render() -> None:
         state.sync_query_params()
 
     with widgets.guard():
-        widgets.preset_picker(L, ev.adapter.num_heads, key="bits_preset")
+        widgets.preset_picker(choice, ev, key="bits_preset")
     live()
     with st.expander("Hessian sensitivity and allocation for a size budget", expanded=False):
         with widgets.guard():

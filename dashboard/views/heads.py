@@ -1,13 +1,13 @@
 """Heads: which attention heads matter, and what masking them does (Michel et al. 2019).
 
 Importance heatmap (method selector), an L x H grid to click heads off and on, presets (mask
-the k least important, keep the best head per layer, random k, reset), the pruning curve, and
-the live metrics panel. Importance and curves run as stoppable background jobs.
+the k least important, keep the best head per layer, random k, reset: the selections of
+analysis.methods.selection), the pruning curve, and the live metrics panel. Importance and
+curves run as stoppable background jobs.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 from analysis.core.recipe import Recipe
@@ -21,19 +21,11 @@ METHOD_HELP = {
 }
 
 
-def importance_key(choice) -> str:
-    return f"importance::{choice.key()}"
-
-
-def current_importance(choice):
-    return st.session_state.get(importance_key(choice))
-
-
 def _importance_controls(choice, ev) -> None:
     from analysis.methods.importance import METHODS, compute_importance
 
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    method = c1.selectbox("Importance method", METHODS, key="heads_method",
+    method = c1.selectbox("Importance method", METHODS, key=state.HEADS_METHOD,
                           format_func=lambda m: f"{m} — {METHOD_HELP.get(m, '')}")
     job = widgets.get_job("importance")
     running = job is not None and not job.done
@@ -47,11 +39,11 @@ def _collect_importance(choice) -> None:
     """A finished importance job's result becomes this model's importance (before the presets draw)."""
     job = widgets.get_job("importance")
     if job is not None and job.done and job.result is not None:
-        st.session_state[importance_key(choice)] = job.result
+        state.set_importance(choice, job.result)
 
 
 def _importance_heatmap(choice) -> None:
-    imp = current_importance(choice)
+    imp = state.importance(choice)
     if imp is None:
         st.info("No importance yet: pick a method and press **Compute importance** to rank the heads "
                 "and to use the importance presets.")
@@ -76,27 +68,26 @@ def _importance_heatmap(choice) -> None:
 
 
 def _presets(ev, L: int, H: int, choice) -> None:
-    imp = current_importance(choice)
+    from analysis.methods.selection import all_but_best_head, all_heads, least_important_heads, random_heads
+
+    imp = state.importance(choice)
     st.markdown("**Presets**")
-    widgets.preset_picker(L, H, None if imp is None else imp.signed(), key="heads_preset")
+    widgets.preset_picker(choice, ev, key="heads_preset")
     c1, c2, c3, c4 = st.columns(4)
     k = c1.number_input("k heads", min_value=1, max_value=L * H - 1, value=min(L * H // 4 or 1, L * H - 1),
                         key="heads_k")
-    if c2.button("Mask k least important", key="heads_mask_k", disabled=imp is None, width="stretch",
-                 help=None if imp is not None else "Compute importance first."):
-        order = imp.pruning_order()[: int(k)]
-        state.set_recipe(state.recipe().replace(masked_heads=[list(p) for p in order], name=f"{imp.method}: {k} least important masked"))
-    if c3.button("Keep best head per layer", key="heads_best", disabled=imp is None, width="stretch"):
-        s = np.nan_to_num(imp.signed(), nan=-np.inf)
-        best = s.argmax(axis=1)
-        masked = [[l, h] for l in range(L) for h in range(H) if h != best[l]]
-        state.set_recipe(state.recipe().replace(masked_heads=masked, name="best head per layer"))
+    need = None if imp is not None else "Compute importance first."
+    if c2.button("Mask k least important", key="heads_mask_k", disabled=imp is None, width="stretch", help=need):
+        state.set_recipe(state.recipe().replace(masked_heads=least_important_heads(imp, int(k)),
+                                                name=f"{imp.method}: {k} least important masked"), ev.adapter)
+    if c3.button("Keep best head per layer", key="heads_best", disabled=imp is None, width="stretch", help=need):
+        state.set_recipe(state.recipe().replace(masked_heads=all_but_best_head(imp),
+                                                name=f"{imp.method}: best head per layer"), ev.adapter)
     if c4.button("Random k", key="heads_random", width="stretch"):
-        seed = st.session_state.get("heads_seed", 0)
-        st.session_state.heads_seed = seed + 1
-        picks = np.random.default_rng(seed).permutation(L * H)[: int(k)]
-        state.set_recipe(state.recipe().replace(masked_heads=[[int(i) // H, int(i) % H] for i in picks],
-                                                name=f"random {k} heads (seed {seed})"))
+        seed = st.session_state.get(state.HEADS_SEED, 0)
+        st.session_state[state.HEADS_SEED] = seed + 1
+        state.set_recipe(state.recipe().replace(masked_heads=random_heads(all_heads(L, H), int(k), seed),
+                                                name=f"random {k} heads (seed {seed})"), ev.adapter)
 
 
 def _curve_section(choice, ev) -> None:
@@ -108,16 +99,16 @@ def _curve_section(choice, ev) -> None:
     job = widgets.get_job("prune curve")
     if c3.button("Run pruning curve", key="curve_run", disabled=job is not None and not job.done,
                  width="stretch"):
-        imp = current_importance(choice)
-        method = st.session_state.get("heads_method", "michel")
+        imp = state.importance(choice)
+        method = st.session_state.get(state.HEADS_METHOD, "michel")
         widgets.start_job("prune curve", lambda j: prune_curve(
             ev, order=order, step=step, method=method, seeds=2,
             importance=imp if imp is not None and imp.method == method else None,
             progress=j.report, cancel=j.cancel))
     job = widgets.job_status("prune curve")
     if job is not None and job.done and job.result is not None:
-        st.session_state.setdefault("curves", {})[(choice.key(), job.result.order, job.result.method)] = job.result
-    curves = [c for (key, *_), c in st.session_state.get("curves", {}).items() if key == choice.key()]
+        st.session_state.setdefault(state.CURVES, {})[(choice.key(), job.result.order, job.result.method)] = job.result
+    curves = [c for (key, *_), c in st.session_state.get(state.CURVES, {}).items() if key == choice.key()]
     if curves:
         import plotly.graph_objects as go
 

@@ -11,22 +11,18 @@ import streamlit as st
 from dashboard import state, widgets
 
 
-def _layer_key(layer: int) -> str:
-    return f"layers_keep_{layer}"
-
-
 def _on_ticked(num_layers: int, adapter) -> None:
-    dropped = [l for l in range(num_layers) if not st.session_state.get(_layer_key(l), True)]
+    dropped = [l for l in range(num_layers) if not st.session_state.get(state.layers_keep_key(l), True)]
     state.set_recipe(state.recipe().replace(dropped_layers=dropped, name=""), adapter)
 
 
 def _by_hand(num_layers: int, adapter) -> None:
     recipe = state.recipe()
     for l in range(num_layers):
-        st.session_state[_layer_key(l)] = l not in recipe.dropped_layers
+        st.session_state[state.layers_keep_key(l)] = l not in recipe.dropped_layers
     cols = st.columns(num_layers)
     for l, col in enumerate(cols):
-        col.checkbox(f"L{l}", key=_layer_key(l), on_change=_on_ticked, args=(num_layers, adapter),
+        col.checkbox(f"L{l}", key=state.layers_keep_key(l), on_change=_on_ticked, args=(num_layers, adapter),
                      help=f"Untick to drop layer {l} (it becomes the identity)")
 
 

@@ -15,7 +15,8 @@ from dashboard import widgets
 
 def _user_rows(choice) -> pd.DataFrame:
     """This session's Pareto-best recipes (size vs metric), with numbers for the plot."""
-    from dashboard.views.tradeoffs import pareto_front, session_table
+    from analysis.measure.pareto import pareto_front
+    from dashboard.views.tradeoffs import session_table
 
     df, _ = session_table(choice)
     if len(df) < 2:
@@ -23,7 +24,8 @@ def _user_rows(choice) -> pd.DataFrame:
     metric = df.columns[1]
     base = df[df["change (pts)"].abs() < 1e-12]["latency ms/ex (measured)"]
     base_latency = float(base.iloc[0]) if len(base) else np.nan
-    best = df.iloc[pareto_front(df["size MB"].to_numpy(float), df[metric].to_numpy(float))]
+    best = df.iloc[pareto_front(metric=df[metric].to_numpy(float), cost=df["size MB"].to_numpy(float),
+                                keys=list(df["url recipe"]))]
     return pd.DataFrame({
         "recipe (yours)": best["recipe"].to_numpy(),
         "reduction_pct": (100 - best["% of baseline size"]).to_numpy(),

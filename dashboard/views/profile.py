@@ -27,7 +27,7 @@ def render() -> None:
     seq_len = c2.select_slider("Sequence length", [16, 32, 64, 128, 256], value=min(128, ev.max_length), key="prof_seq")
     run = c3.button("Profile", type="primary", key="prof_run", width="stretch")
     key = (choice.key(), recipe.key(), batch_size, seq_len)
-    reports = st.session_state.setdefault("profiles", {})
+    reports = st.session_state.setdefault(state.PROFILES, {})
     with widgets.guard():
         if run:
             with st.spinner(f"Timing every component ({batch_size} x {seq_len}) ..."):
@@ -60,9 +60,9 @@ def render() -> None:
         st.subheader("Against sequence length")
         if st.button("Sweep sequence lengths (16 ... 256)", key="prof_sweep"):
             with st.spinner("Timing each sequence length ..."):
-                st.session_state.prof_sweep = sweep_seq_len(ev.loaded, recipe, seq_lens=(16, 32, 64, 128, 256),
-                                                            batch_size=8, device=ev.device, repeats=2)
-        sweep = st.session_state.get("prof_sweep")
+                st.session_state[state.PROFILE_SWEEP] = sweep_seq_len(
+                    ev.loaded, recipe, seq_lens=(16, 32, 64, 128, 256), batch_size=8, device=ev.device, repeats=2)
+        sweep = st.session_state.get(state.PROFILE_SWEEP)
         if sweep is not None:
             from plotly.subplots import make_subplots
 

@@ -1,7 +1,7 @@
 """Trade-offs: every recipe evaluated in this session, the Pareto front, two recipes compared.
 
-Accuracy vs size and accuracy vs latency, with the baseline and the Pareto front (no other
-recipe is both smaller/faster and at least as accurate). Downloads: the table as CSV, a recipe as
+Accuracy vs size and accuracy vs latency, with the baseline and the Pareto front
+(analysis.measure.pareto: no other recipe is both smaller/faster and at least as accurate). Downloads: the table as CSV, a recipe as
 JSON, and the materialized model (analysis.core.materialize) as a zip plain transformers can load.
 """
 
@@ -17,12 +17,13 @@ import pandas as pd
 import streamlit as st
 
 from analysis.core.recipe import Recipe
+from analysis.measure.pareto import pareto_front
 from dashboard import resources, state, widgets
 
 
 def session_table(choice) -> tuple[pd.DataFrame, dict]:
     """One row per recipe evaluated on the current model and data in this session."""
-    history = st.session_state.setdefault("history", {})
+    history = st.session_state.setdefault(state.HISTORY, {})
     history.setdefault((choice.key(), Recipe().key()), Recipe())
     rows, recipes = [], {}
     base = resources.evaluate(choice, Recipe())
@@ -48,16 +49,6 @@ def session_table(choice) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(rows), recipes
 
 
-def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Indices of points no other point beats: smaller-or-equal x and higher-or-equal y, one strictly."""
-    keep = []
-    for i in range(len(x)):
-        dominated = np.any((x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i])))
-        if not dominated:
-            keep.append(i)
-    return np.array(sorted(keep, key=lambda i: x[i]), dtype=int)
-
-
 def _scatter(df: pd.DataFrame, metric: str, xcol: str, title: str, key: str) -> None:
     import plotly.graph_objects as go
 
@@ -65,7 +56,7 @@ def _scatter(df: pd.DataFrame, metric: str, xcol: str, title: str, key: str) -> 
     if d.empty:
         return
     x, y = d[xcol].to_numpy(float), 100 * d[metric].to_numpy(float)
-    front = pareto_front(x, y)
+    front = pareto_front(metric=y, cost=x, keys=list(d["url recipe"]))
     fig = go.Figure()
     fig.add_scatter(x=x, y=y, mode="markers", name="recipes", text=d["recipe"],
                     marker=dict(size=10, color="#4c78a8"), hovertemplate="%{text}<br>%{x:.2f}, %{y:.1f}%<extra></extra>")
@@ -125,12 +116,14 @@ def render() -> None:
         return
     choice, ev = ctx
     with widgets.guard():
-        if st.button("Evaluate the four demo presets too", key="to_presets"):
-            from dashboard.widgets import preset_recipes
+        if st.button("Evaluate the four demo presets too", key="to_presets",
+                     help="Sixteen Heads ranks heads by this session's importance (Michel's is computed if none)"):
+            from analysis.methods.presets import PRESETS
 
-            history = st.session_state.setdefault("history", {})
+            history = st.session_state.setdefault(state.HISTORY, {})
+            recipes = [widgets.preset_recipe(choice, ev, name) for name in PRESETS]
             with st.spinner("Evaluating the presets ..."):
-                for recipe in preset_recipes(ev.adapter.num_layers, ev.adapter.num_heads).values():
+                for recipe in recipes:
                     resources.evaluate(choice, recipe)
                     resources.latency(choice, recipe)
                     history[(choice.key(), recipe.key())] = recipe
@@ -153,10 +146,11 @@ def render() -> None:
                            "application/json", key="to_json")
         if d3.button("Build the materialized model", key="to_build"):
             with st.spinner("Slicing heads, removing layers, saving safetensors ..."):
-                st.session_state.to_zip = (pick, _materialized_zip(ev, recipes[pick][0]))
-        if st.session_state.get("to_zip") and st.session_state.to_zip[0] == pick:
-            d3.download_button(f"Download model zip ({len(st.session_state.to_zip[1]) / 1e6:.1f} MB)",
-                               st.session_state.to_zip[1], "headroom-model.zip", "application/zip", key="to_zip_dl")
+                st.session_state[state.MODEL_ZIP] = (pick, _materialized_zip(ev, recipes[pick][0]))
+        built = st.session_state.get(state.MODEL_ZIP)
+        if built and built[0] == pick:
+            d3.download_button(f"Download model zip ({len(built[1]) / 1e6:.1f} MB)", built[1], "headroom-model.zip",
+                               "application/zip", key="to_zip_dl")
         st.subheader("Compare two recipes")
         _compare(choice, ev, recipes)
 
