@@ -6,7 +6,7 @@ BERT), RoBERTa, ELECTRA, DistilBERT and ALBERT:
 
 - where the encoder layers are, and inside each layer the Q/K/V projections, the attention output
   projection, the two FFN linears and the two LayerNorms (all five are post-LN encoders with the
-  same dataflow, so one functional layer in `encoder.py` serves them all);
+  same dataflow, so one functional layer, `simulate.encoder_layer`, serves them all);
 - how to embed token ids into the hidden states that enter layer 0 (including ELECTRA's and
   ALBERT's embedding projection), optionally with a replacement word-embedding matrix (used to
   simulate quantised embeddings without touching the model);
@@ -25,6 +25,34 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from analysis.errors import HeadroomError
+
+
+#: The six weight matrices of an encoder layer, in data-flow order: one name per matrix, used by
+#: `LayerParts`, `ArchitectureSpec`, `simulate.LayerWeights`, quantisation, size and sensitivity.
+ROLES = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
+#: The role of the word-embedding matrix when it is quantised (it has no heads: row groups).
+EMBEDDING_ROLE = "embedding"
+
+
+def head_axis(role: str) -> int | None:
+    """Which axis of a role's (out, in) weight comes in head-sized blocks, if any.
+
+    W_Q/W_K/W_V produce the heads (rows, axis 0); W_O reads the concatenated heads (columns,
+    axis 1); the FFN matrices and the embeddings have no heads (None).
+    """
+    if role in ("query", "key", "value"):
+        return 0
+    if role == "attention_output":
+        return 1
+    return None
+
+
+def sliced_shape(role: str, shape: tuple[int, int], width: int) -> tuple[int, int]:
+    """(out, in) of a role's weight once only `width` (= kept heads x head size) of its head axis is kept."""
+    axis = head_axis(role)
+    if axis is None:
+        return tuple(shape)
+    return (width, shape[1]) if axis == 0 else (shape[0], width)
 
 
 @dataclass(frozen=True)
