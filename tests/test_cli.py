@@ -158,3 +158,24 @@ def test_bare_encoder_is_not_a_classifier(capsys, tmp_path):
     tiny_loaded().tokenizer.save_pretrained(str(tmp_path))
     code, _, err = run(capsys, "info", "--model", str(tmp_path))
     assert code == 2 and "not a sequence classifier" in err and "BertModel" in err
+
+
+def test_recipe_options_take_help_and_defaults_from_the_recipe(capsys):
+    from analysis.core.recipe import DEFAULT_NUM_GROUPS, field_help
+
+    def help_of(*argv):
+        with pytest.raises(SystemExit) as e:
+            main([*argv, "--help"])
+        assert e.value.code == 0
+        return "".join(capsys.readouterr().out.split())  # argparse wraps lines (also at hyphens)
+
+    def squeeze(text):
+        return "".join(text.split())
+
+    evaluate, quantize = help_of("evaluate"), help_of("quantize")
+    for name in ("masked_heads", "dropped_layers", "weight_bits", "embedding_bits", "granularity"):
+        assert squeeze(field_help(name)) in evaluate, name
+    for name in ("granularity", "num_groups", "symmetric", "embedding_bits", "activation_bits"):
+        assert squeeze(field_help(name)) in quantize, name
+    assert squeeze(f"{field_help('num_groups')} (default: {DEFAULT_NUM_GROUPS})") in quantize
+    assert "{per-tensor,per-channel,per-head,groups}" in evaluate and squeeze("one of 8, 16, 32 (default: 32)") in quantize

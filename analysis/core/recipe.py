@@ -256,6 +256,17 @@ def field_help(name: str) -> str:
     return RECIPE_FIELDS[name].metadata["help"]
 
 
+def field_default(name: str):
+    """The default value of Recipe field `name`."""
+    f = RECIPE_FIELDS[name]
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def field_choices(name: str) -> tuple | None:
+    """The values Recipe field `name` allows, where it lists them (None: any, checked by `validate`)."""
+    return RECIPE_FIELDS[name].metadata.get("choices")
+
+
 #: Recipe's fields by name: default, help text and allowed values in one place.
 RECIPE_FIELDS = {f.name: f for f in fields(Recipe)}
 
