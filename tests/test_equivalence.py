@@ -166,4 +166,6 @@ def test_every_role_names_the_same_matrix_everywhere(arch):
         linear = getattr(parts, role)
         assert isinstance(linear, nn.Linear)
         assert torch.equal(getattr(lw, role).weight, linear.weight) and torch.equal(getattr(lw, role).bias, linear.bias)
-    assert lw.ffn_in.weight.shape == (adapter.model.config.intermediate_size, adapter.hidden_size)
+    # ffn_in maps hidden -> intermediate and ffn_out back: the names follow the data flow
+    assert lw.ffn_in.weight.shape[1] == lw.ffn_out.weight.shape[0] == adapter.hidden_size
+    assert lw.ffn_in.weight.shape[0] == lw.ffn_out.weight.shape[1] > adapter.hidden_size
