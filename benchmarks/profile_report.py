@@ -27,7 +27,9 @@ import time
 
 import torch
 
-from analysis.measure.profile import course_observations, profile_model, sweep_batch_size, sweep_seq_len
+from analysis.measure.observations import course_observations
+from analysis.measure.profile import profile_model
+from analysis.measure.profile_sweeps import sweep_batch_size, sweep_seq_len
 from analysis.core.recipe import Recipe
 
 SHAPES = {
@@ -97,7 +99,7 @@ def summarise_sweep(df, key: str, fixed: str) -> dict:
     points = []
     for value, g in df.groupby(key, sort=True):
         g = g.set_index("component")
-        ffn_ms, ffn_flops = g.loc[["ffn_up", "ffn_down"], "ms"].sum(), g.loc[["ffn_up", "ffn_down"], "flops"].sum()
+        ffn_ms, ffn_flops = g.loc[["ffn_in", "ffn_out"], "ms"].sum(), g.loc[["ffn_in", "ffn_out"], "flops"].sum()
         points.append({key: int(value), "forward_ms": float(g["forward_ms"].iloc[0]), "coverage": float(g["coverage"].iloc[0]),
                        "ms": g["ms"].to_dict(), "flops": g["flops"].astype(float).to_dict(),
                        "share_of_time": g["share_of_time"].to_dict(), "share_of_flops": g["share_of_flops"].to_dict(),

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import streamlit as st
 
 from analysis.errors import HeadroomError
-from analysis.core.recipe import Recipe
+from analysis.core.recipe import DEFAULT_NUM_GROUPS, Recipe
 
 from dashboard import pages
 
@@ -155,7 +155,7 @@ def encode_recipe(recipe: Recipe) -> str:
         parts.append(f"e{recipe.embedding_bits}")
     if recipe.granularity != "per-tensor":
         parts.append("g" + GRANULARITY_CODES[recipe.granularity])
-    if recipe.num_groups != 12:
+    if recipe.num_groups != DEFAULT_NUM_GROUPS:
         parts.append(f"n{recipe.num_groups}")
     if recipe.activation_bits != 32:
         parts.append(f"a{recipe.activation_bits}")

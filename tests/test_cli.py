@@ -231,3 +231,22 @@ def test_pareto_command_over_results_and_over_evaluated_presets(capsys, model_di
     path.write_text("{}")
     code, _, err = run(capsys, "pareto", "--results", str(path))
     assert code == 2 and "JSON list" in err
+
+
+def test_recipe_options_take_help_and_defaults_from_the_recipe(capsys):
+    from analysis.core.recipe import DEFAULT_NUM_GROUPS, field_help
+
+    def help_of(*argv):
+        assert main([*argv, "--help"]) == 0
+        return "".join(capsys.readouterr().out.split())  # argparse wraps lines (also at hyphens)
+
+    def squeeze(text):
+        return "".join(text.split())
+
+    evaluate, quantize = help_of("evaluate"), help_of("quantize")
+    for name in ("masked_heads", "dropped_layers", "weight_bits", "embedding_bits", "granularity"):
+        assert squeeze(field_help(name)) in evaluate, name
+    for name in ("granularity", "num_groups", "symmetric", "embedding_bits", "activation_bits"):
+        assert squeeze(field_help(name)) in quantize, name
+    assert squeeze(f"{field_help('num_groups')} (default: {DEFAULT_NUM_GROUPS})") in quantize
+    assert "{per-tensor,per-channel,per-head,groups}" in evaluate and squeeze("one of 8, 16, 32 (default: 32)") in quantize

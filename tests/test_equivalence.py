@@ -146,3 +146,26 @@ def test_incremental_start_equals_full_pass():
         assert k == 2
         sim = simulate(adapter, recipe)
         torch.testing.assert_close(sim(b, start_layer=k, hidden=trace[k]).logits, sim(b).logits, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_role_names_the_same_matrix_everywhere(arch):
+    # One name per weight matrix: the adapter's LayerParts, the simulated LayerWeights and the
+    # profile's components all speak ROLES; the (weight, bias) a role holds is that Linear's.
+    from dataclasses import fields
+
+    from analysis.core.adapters import ROLES, ArchitectureSpec, LayerParts
+    from analysis.measure.flops import COMPONENT_OF_ROLE, COMPONENTS
+
+    assert set(ROLES) <= {f.name for f in fields(LayerParts)} and set(ROLES) <= {f.name for f in fields(ArchitectureSpec)}
+    assert set(COMPONENT_OF_ROLE) == set(ROLES) and set(COMPONENT_OF_ROLE.values()) <= set(COMPONENTS)
+    adapter = Adapter(tiny_model(arch))
+    lw = simulate(adapter, Recipe()).layers[1]
+    parts = adapter.layer(1)
+    for role in ROLES:
+        linear = getattr(parts, role)
+        assert isinstance(linear, nn.Linear)
+        assert torch.equal(getattr(lw, role).weight, linear.weight) and torch.equal(getattr(lw, role).bias, linear.bias)
+    # ffn_in maps hidden -> intermediate and ffn_out back: the names follow the data flow
+    assert lw.ffn_in.weight.shape[1] == lw.ffn_out.weight.shape[0] == adapter.hidden_size
+    assert lw.ffn_in.weight.shape[0] == lw.ffn_out.weight.shape[1] > adapter.hidden_size

@@ -8,9 +8,11 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from analysis.core.adapters import Adapter
 from analysis.errors import HeadroomError
-from analysis.measure.flops import count_flops, count_parameters, flops_by_component, total_flops
-from analysis.measure.profile import (Stopwatch, course_observations, profile_model, profiled_encoder_layer,
-                              sweep_seq_len, synthetic_batch)
+from analysis.measure.flops import COMPONENTS, count_flops, count_parameters, flops_by_component, total_flops
+from analysis.measure.observations import course_observations
+from analysis.measure.profile import profile_model, synthetic_batch
+from analysis.measure.profile_sweeps import sweep_seq_len
+from analysis.measure.stopwatch import Stopwatch
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import additive_mask, encoder_layer, simulate
 from analysis.measure.size import size_report
@@ -23,8 +25,8 @@ HAND = {  # per layer: (matmul, elementwise)
     "attention_scores": (2 * 2 * H * T * T * HS, H * T * T * 7),  # QK^T and probs@V; scale, mask, softmax(5)
     "attention_output": (2 * T * D * D, T * D),
     "layernorm": (0, 2 * T * D * 8),  # residual add + 7 per element, twice
-    "ffn_up": (2 * T * D * I, T * I + 5 * T * I),  # bias + GELU
-    "ffn_down": (2 * T * I * D, T * D),
+    "ffn_in": (2 * T * D * I, T * I + 5 * T * I),  # bias + GELU
+    "ffn_out": (2 * T * I * D, T * D),
 }
 
 
@@ -68,7 +70,7 @@ def test_bert_base_parameters_sum_to_the_model(bert_base):
         by[r.component] = by.get(r.component, 0) + r.params
     assert by["embeddings"] == 30522 * 768 + 512 * 768 + 2 * 768 + 2 * 768
     assert by["attention_qkv"] == 3 * by["attention_output"] == 12 * 3 * (768 * 768 + 768)
-    assert by["ffn_up"] + by["ffn_down"] == 12 * (2 * 768 * 3072 + 3072 + 768)
+    assert by["ffn_in"] + by["ffn_out"] == 12 * (2 * 768 * 3072 + 3072 + 768)
     assert by.get("attention_scores", 0) == 0
 
 
@@ -95,7 +97,7 @@ def test_recipe_reduces_flops_exactly(bert_base):
         assert cut[(comp, 0)].total * 4 == base[(comp, 0)].total * 3
     o, o0 = cut[("attention_output", 0)], base[("attention_output", 0)]
     assert o.matmul * 4 == o0.matmul * 3 and o.elementwise == o0.elementwise  # W_O's bias is per hidden unit
-    for comp in ("layernorm", "ffn_up", "ffn_down"):
+    for comp in ("layernorm", "ffn_in", "ffn_out"):
         assert cut[(comp, 0)].total == base[(comp, 0)].total
     for key in base:
         if key[1] not in (0, 11):
@@ -109,7 +111,7 @@ def test_flops_scale_with_sequence_length():
     adapter = Adapter(tiny_model("bert"))
     short, long = flops_by_component(count_flops(adapter, None, 3, 8)), flops_by_component(count_flops(adapter, None, 3, 16))
     assert long["attention_scores"] == 4 * short["attention_scores"]  # quadratic in T
-    for comp in ("attention_qkv", "attention_output", "ffn_up", "ffn_down", "layernorm", "embeddings"):
+    for comp in ("attention_qkv", "attention_output", "ffn_in", "ffn_out", "layernorm", "embeddings"):
         assert long[comp] == 2 * short[comp]  # linear in T
     assert long["classifier"] == short["classifier"]  # one [CLS] vector per example
 
@@ -117,19 +119,30 @@ def test_flops_scale_with_sequence_length():
 @pytest.mark.parametrize("recipe", [Recipe(), Recipe(masked_heads=[(1, 0), (1, 2)], weight_bits=8, activation_bits=8),
                                     Recipe(masked_heads=[(0, h) for h in range(4)])])
 def test_profiled_layer_is_the_simulated_layer(recipe):
+    # One forward: the profiler passes a stopwatch as `timer`; the arithmetic must not change.
     adapter = Adapter(tiny_model("bert"))
     sim = simulate(adapter, recipe)
     batch = synthetic_batch(adapter, 3, 12, torch.device("cpu"))
     x = sim.embed(batch)
     mask = additive_mask(batch.attention_mask, x.dtype)
     watch = Stopwatch(torch.device("cpu"))
-    watch.start()
     with torch.inference_mode():
         for i in (0, 1):
             expected, _ = encoder_layer(x, mask, sim.layers[i], None)
-            torch.testing.assert_close(profiled_encoder_layer(x, mask, sim.layers[i], watch), expected, rtol=0, atol=0)
+            timed, _ = encoder_layer(x, mask, sim.layers[i], None, timer=watch)
+            torch.testing.assert_close(timed, expected, rtol=0, atol=0)
+        whole = sim.forward(batch).logits
+        profiled = Stopwatch(torch.device("cpu"))
+        torch.testing.assert_close(sim.forward(batch, timer=profiled).logits, whole, rtol=0, atol=0)
     laps = {c for c, _ in watch.laps}
-    assert "layernorm" in laps and "ffn_up" in laps and all(s >= 0 for s in watch.laps.values())
+    assert "layernorm" in laps and "ffn_in" in laps and "ffn_out" in laps and all(s >= 0 for s in watch.laps.values())
+    # layer 0 of the all-masked recipe has no heads: only W_O's bias is timed there
+    heads_in_0 = sim.layers[0].num_heads
+    assert (("attention_qkv", 0) in watch.laps) == (heads_in_0 > 0) and ("attention_output", 0) in watch.laps
+    # the whole forward is timed per component, from embeddings to classifier, in every layer
+    assert {c for c, _ in profiled.laps} == set(COMPONENTS) and {l for _, l in profiled.laps} == {None, 0, 1, 2}
+    layer0 = {c for c, l in profiled.laps if l == 0}
+    assert layer0 == set(COMPONENTS) - {"embeddings", "classifier"} - (set() if heads_in_0 else {"attention_qkv", "attention_scores"})
 
 
 def _hooks(model):

@@ -1,19 +1,20 @@
 """Quantisation: fake-quant maths, per-head ranges, exact size accounting, Hessian power iteration
 against an explicit Hessian, bit allocation, real int8, and the CLI."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from analysis.core.adapters import Adapter
+from analysis.core.adapters import ROLES, Adapter
 from analysis.errors import HeadroomError
 from analysis.measure.evaluate import Evaluator
-from analysis.core.quantize import fake_quantize, quantization_error, quantize_weight, quantized_bytes
+from analysis.core.quantize import QuantScheme, fake_quantize, quantization_error, quantize_weight, quantized_bytes
 from analysis.core.recipe import Recipe
-from analysis.methods.sensitivity import (_FIELDS, allocate_bits, hessian_sensitivity, layer_loss_fn, top_eigenvalue,
-                                  uniform_bits_at_size)
-from analysis.core.simulate import ROLES, simulate
+from analysis.methods.sensitivity import (allocate_bits, hessian_sensitivity, layer_loss_fn, top_eigenvalue,
+                                          uniform_bits_at_size)
+from analysis.core.simulate import simulate
 from analysis.measure.size import size_report
 from analysis.testing import tiny_batch, tiny_dataset, tiny_loaded, tiny_model
 
@@ -22,15 +23,15 @@ from analysis.testing import tiny_batch, tiny_dataset, tiny_loaded, tiny_model
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_error_decreases_with_bits(granularity, symmetric):
     w = torch.randn(64, 48, generator=torch.Generator().manual_seed(0))
-    errs = [quantization_error(w, b, granularity=granularity, symmetric=symmetric, role="query", head_size=16,
-                               num_groups=4) for b in (2, 3, 4, 5, 6, 8, 16, 32)]
+    scheme = QuantScheme(granularity=granularity, symmetric=symmetric, num_groups=4)
+    errs = [quantization_error(w, scheme.with_bits(b), "query", 16) for b in (2, 3, 4, 5, 6, 8, 16, 32)]
     assert all(a > b for a, b in zip(errs, errs[1:-1])), errs
     assert errs[-1] == 0.0 and errs[0] > 100 * errs[5]
 
 
 def test_finer_granularity_is_more_accurate_at_4_bits():
     w = torch.randn(64, 48, generator=torch.Generator().manual_seed(1)) * torch.linspace(0.1, 3, 64)[:, None]
-    e = {g: quantization_error(w, 4, granularity=g, role="query", head_size=16) for g in ("per-tensor", "per-head", "per-channel")}
+    e = {g: quantization_error(w, QuantScheme(4, g), "query", 16) for g in ("per-tensor", "per-head", "per-channel")}
     assert e["per-channel"] < e["per-head"] < e["per-tensor"]
 
 
@@ -47,18 +48,19 @@ def test_per_head_ranges_are_really_per_head(role):
         w, spiked = w.t().contiguous(), w.t().contiguous()  # W_O is (D, heads*hs)
         spiked[0, 0] = 100.0
         head1 = (slice(None), slice(hs, 2 * hs))
-    q = fake_quantize(w, 3, granularity="per-head", role=role, head_size=hs)
-    qs = fake_quantize(spiked, 3, granularity="per-head", role=role, head_size=hs)
+    per_head, per_tensor3 = QuantScheme(3, "per-head"), QuantScheme(3, "per-tensor")
+    q = fake_quantize(w, per_head, role, hs)
+    qs = fake_quantize(spiked, per_head, role, hs)
     assert torch.equal(q[head1], qs[head1])  # head 1 does not see head 0's outlier
-    per_tensor = fake_quantize(spiked, 3, granularity="per-tensor", role=role, head_size=hs)
-    assert not torch.equal(fake_quantize(w, 3, granularity="per-tensor", role=role)[head1], per_tensor[head1])
-    assert quantize_weight(w, 3, granularity="per-head", role=role, head_size=hs).num_ranges == heads
+    per_tensor = fake_quantize(spiked, per_tensor3, role, hs)
+    assert not torch.equal(fake_quantize(w, per_tensor3, role, hs)[head1], per_tensor[head1])
+    assert quantize_weight(w, per_head, role, hs).num_ranges == heads
 
 
 def test_symmetric_8bit_error_is_at_most_half_a_step():
     w = torch.randn(20, 30, generator=torch.Generator().manual_seed(3))
     for g in ("per-tensor", "per-channel", "groups"):
-        qw = quantize_weight(w, 8, granularity=g, num_groups=5)
+        qw = quantize_weight(w, QuantScheme(8, g, num_groups=5), "ffn_in", 64)
         err = (qw.dequantize() - w).abs()
         # each element's bound is its own range's scale / 2
         scale = qw.restore(qw.scale.expand_as(qw.q)).reshape(w.shape)
@@ -69,19 +71,19 @@ def test_symmetric_8bit_error_is_at_most_half_a_step():
 def test_asymmetric_keeps_zero_exact_and_uses_all_levels():
     w = torch.rand(6, 10, generator=torch.Generator().manual_seed(4)) + 0.5  # all positive
     w[0, 0] = 0.0
-    qw = quantize_weight(w, 4, granularity="per-channel", symmetric=False)
+    qw = quantize_weight(w, QuantScheme(4, "per-channel", symmetric=False), "ffn_in", 64)
     assert qw.dequantize()[0, 0] == 0.0
     assert qw.q.min() >= 0 and qw.q.max() == 15
 
 
 def test_size_accounting_by_hand():
     # 4 x 8 matrix at 4 bits per output channel: 32 weights * 0.5 byte + 4 scales * 4 bytes
-    assert quantized_bytes((4, 8), 4, granularity="per-channel", symmetric=True, role="ffn_in", head_size=4, num_groups=1) == 16 + 16
+    assert quantized_bytes((4, 8), QuantScheme(4, "per-channel", True, num_groups=1), "ffn_in", 4) == 16 + 16
     # asymmetric adds a 4-byte zero-point per range
-    assert quantized_bytes((4, 8), 4, granularity="per-channel", symmetric=False, role="ffn_in", head_size=4, num_groups=1) == 16 + 32
+    assert quantized_bytes((4, 8), QuantScheme(4, "per-channel", False, num_groups=1), "ffn_in", 4) == 16 + 32
     # per head: W_Q (8 x 8) with head size 4 has 2 ranges; W_O (8 x 8) too (column blocks)
-    assert quantized_bytes((8, 8), 2, granularity="per-head", symmetric=True, role="query", head_size=4, num_groups=1) == 16 + 8
-    assert quantized_bytes((8, 8), 3, granularity="per-head", symmetric=True, role="attention_output", head_size=2, num_groups=1) == 24 + 16
+    assert quantized_bytes((8, 8), QuantScheme(2, "per-head", True, num_groups=1), "query", 4) == 16 + 8
+    assert quantized_bytes((8, 8), QuantScheme(3, "per-head", True, num_groups=1), "attention_output", 2) == 24 + 16
 
     # A whole tiny BERT (hidden 32, FFN 64, 3 layers) at 8 bits per tensor. Per layer:
     # weights 4*32*32 + 2*32*64 = 8192 -> 8192 bytes + 6 scales * 4 = 8216 instead of 32768;
@@ -94,6 +96,64 @@ def test_size_accounting_by_hand():
     assert base.bytes - size_report(adapter, Recipe(dropped_layers=[1])).bytes == (8192 + 224 + 128) * 4
 
 
+def test_quant_scheme_from_a_per_layer_recipe():
+    recipe = Recipe(weight_bits=[8, 4, 32], embedding_bits=6, granularity="groups", num_groups=3, symmetric=False)
+    schemes = [QuantScheme.for_layer(recipe, i, 3) for i in range(3)]
+    assert [s.bits for s in schemes] == [8, 4, 32]
+    assert all((s.granularity, s.symmetric, s.num_groups) == ("groups", False, 3) for s in schemes)
+    assert schemes[2].is_full_precision and not schemes[1].is_full_precision
+    assert QuantScheme.for_embeddings(recipe) == QuantScheme(6, "groups", False, 3)
+    # a uniform recipe gives every layer the same scheme; defaults are the Recipe's defaults
+    assert QuantScheme.for_layer(Recipe(weight_bits=4), 0, 6) == QuantScheme.for_layer(Recipe(weight_bits=4), 5, 6)
+    assert QuantScheme.for_layer(Recipe(), 0, 6) == QuantScheme() and QuantScheme().num_groups == Recipe().num_groups == 12
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        schemes[0].bits = 2
+    assert schemes[0].with_bits(2).bits == 2 and schemes[0].bits == 8  # a new scheme, the old one untouched
+    assert len({QuantScheme(4, "per-head"), QuantScheme(4, "per-head"), QuantScheme(4, "per-channel")}) == 2  # hashable
+
+
+def test_equal_schemes_give_equal_fake_quantisation():
+    w = torch.randn(12, 10, generator=torch.Generator().manual_seed(5))
+    a = QuantScheme.for_layer(Recipe(weight_bits=[4, 3], granularity="groups", num_groups=4), 0, 2)
+    b = QuantScheme(4, "groups", True, 4)
+    assert a == b and torch.equal(fake_quantize(w, a, "ffn_in", 4), fake_quantize(w, b, "ffn_in", 4))
+    # ... and each field of the scheme changes the result
+    for other in (b.with_bits(3), QuantScheme(4, "groups", False, 4), QuantScheme(4, "groups", True, 3),
+                  QuantScheme(4, "per-tensor", True, 4)):
+        assert not torch.equal(fake_quantize(w, other, "ffn_in", 4), fake_quantize(w, b, "ffn_in", 4)), other
+    assert fake_quantize(w, QuantScheme(32), "ffn_in", 4) is w  # full precision: nothing to do
+    # the simulated model quantises with exactly the scheme built from its recipe
+    adapter = Adapter(tiny_model("bert"))
+    recipe = Recipe(weight_bits=[8, 4, 2], granularity="per-head")
+    sim = simulate(adapter, recipe)
+    for i in range(3):
+        scheme = QuantScheme.for_layer(recipe, i, 3)
+        for role in ROLES:
+            want = fake_quantize(getattr(adapter.layer(i), role).weight, scheme, role, adapter.head_size)
+            assert torch.equal(sim.layers[i].weight(role), want), (i, role)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(bits=9), "9-bit weights are not supported; choose from 2, 3, 4, 5, 6, 7, 8, 16, 32."),
+    (dict(bits=1), "1-bit weights are not supported"),
+    (dict(bits=4, granularity="per-row"), "Unknown granularity 'per-row'; choose from per-tensor, per-channel"),
+    (dict(bits=4, num_groups=0), "num_groups must be between 1 and 4096"),
+])
+def test_invalid_schemes_are_refused_in_one_sentence(kwargs, message):
+    with pytest.raises(HeadroomError) as e:
+        QuantScheme(**kwargs)
+    assert str(e.value).startswith(message) and str(e.value).count(". ") == 0 and str(e.value).endswith(".")
+    with pytest.raises(HeadroomError, match="Integer codes need 2 to 8 bits"):
+        quantize_weight(torch.ones(2, 2), QuantScheme(16), "ffn_in", 1)
+
+
+def test_quant_scheme_is_public():
+    import analysis
+
+    assert analysis.QuantScheme is QuantScheme and analysis.fake_quantize is fake_quantize
+    assert "QuantScheme" in dir(analysis)
+
+
 def _tiny_layer_setup(layer=1):
     model = tiny_model("bert", layers=2, heads=2, hidden=4)
     adapter = Adapter(model)
@@ -103,7 +163,7 @@ def _tiny_layer_setup(layer=1):
         sim = simulate(adapter, Recipe())
         hidden = sim.forward(batch, output_hidden_states=True).hidden_states[layer]
     prepared = sim.layers
-    params = [getattr(prepared[layer], _FIELDS[r]).detach().clone().requires_grad_(True) for r in ROLES]
+    params = [prepared[layer].weight(r).detach().clone().requires_grad_(True) for r in ROLES]
     return adapter, batch, labels, hidden, prepared, params
 
 

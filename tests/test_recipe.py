@@ -76,3 +76,18 @@ def test_parsers():
         parse_head_list("0:x")
     with pytest.raises(HeadroomError, match="not a list of layers"):
         parse_int_list("four")
+
+
+def test_every_field_documents_itself():
+    from dataclasses import fields
+
+    from analysis.core.recipe import (ACTIVATION_BITS, DEFAULT_NUM_GROUPS, GRANULARITIES, SUPPORTED_BITS, field_choices,
+                                      field_default, field_help)
+
+    for f in fields(Recipe):
+        assert len(field_help(f.name)) > 20, f.name
+        assert field_default(f.name) == getattr(Recipe(), f.name)
+    assert field_default("num_groups") == DEFAULT_NUM_GROUPS == 12
+    assert field_choices("granularity") == GRANULARITIES and field_choices("weight_bits") == SUPPORTED_BITS
+    assert field_choices("activation_bits") == ACTIVATION_BITS and field_choices("name") is None
+    assert field_default("masked_heads") == [] and field_default("masked_heads") is not field_default("masked_heads")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from analysis.core.recipe import Recipe, field_choices, field_default, field_help, parse_head_list, parse_int_list
 from analysis.errors import HeadroomError
 
+
 from .arguments import MAX_LENGTH, count
-from analysis.core.recipe import Recipe, parse_head_list, parse_int_list
+
+_UNSET = object()
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -31,13 +34,38 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
 
 
+def add_recipe_option(p: argparse.ArgumentParser, flag: str, name: str, *, default=None, shown=_UNSET,
+                      how: str = "", **kw) -> None:
+    """Add `flag`, which sets Recipe field `name`: help text, default and allowed values come from the field.
+
+    `default` None leaves the field as the recipe (file) has it; `shown` is the default the help
+    states (the Recipe's own unless given). Word choices (granularity) are enforced by argparse;
+    bit-widths are listed in the help and checked by `Recipe.validate`, whose sentence names them.
+    """
+    choices = field_choices(name)
+    if shown is _UNSET:
+        shown = default if default is not None else field_default(name)
+    text = field_help(name) + (f"; {how}" if how else "")
+    if choices and isinstance(choices[0], str):
+        kw.setdefault("choices", choices)
+    elif choices:
+        text += f"; one of {', '.join(map(str, choices))}"
+    if shown is not None and kw.get("action") is None:
+        shown_text = (", ".join(map(str, shown)) or "none") if isinstance(shown, list) else shown
+        text += f" (default: {shown_text})"
+    own = field_default(name)
+    if kw.get("action") is None and "type" not in kw and isinstance(own, int) and not isinstance(own, bool):
+        kw["type"] = int
+    p.add_argument(flag, default=default, help=text, **kw)
+
+
 def add_recipe_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default=None, help="a recipe JSON file")
-    p.add_argument("--mask-heads", default=None, help="heads to mask, layer:head pairs, e.g. 0:3,5:11")
-    p.add_argument("--drop-layers", default=None, help="layers to drop, e.g. 4,5")
-    p.add_argument("--bits", type=int, default=None, help="weight bits of every encoder layer")
-    p.add_argument("--embedding-bits", type=int, default=None)
-    p.add_argument("--granularity", default=None, choices=["per-tensor", "per-channel", "per-head", "groups"])
+    p.add_argument("--recipe", default=None, help="a recipe JSON file (the options below change it)")
+    add_recipe_option(p, "--mask-heads", "masked_heads", how="layer:head pairs, e.g. 0:3,5:11")
+    add_recipe_option(p, "--drop-layers", "dropped_layers", how="e.g. 4,5")
+    add_recipe_option(p, "--bits", "weight_bits", how="the command line takes one value, for all layers")
+    add_recipe_option(p, "--embedding-bits", "embedding_bits")
+    add_recipe_option(p, "--granularity", "granularity")
 
 
 def recipe_from_args(args) -> Recipe:

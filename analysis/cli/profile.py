@@ -1,4 +1,4 @@
-"""Profile command: where parameters, FLOPs and measured time go, per component (analysis/measure/profile.py)."""
+"""Profile command: where parameters, FLOPs and measured time go, per component (analysis/measure/profile*.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ def register(sub) -> None:
 
 
 def cmd_profile(args) -> dict:
-    from analysis.measure.profile import course_observations, profile_model, sweep_seq_len
+    from analysis.measure.observations import course_observations
+    from analysis.measure.profile import profile_model
+    from analysis.measure.profile_sweeps import sweep_seq_len
 
     if args.threads is not None:
         if args.threads < 1:

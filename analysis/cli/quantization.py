@@ -9,26 +9,31 @@ import time
 
 import torch
 
+from analysis.core.recipe import Recipe, field_default, field_help
 from analysis.errors import HeadroomError
-from analysis.core.recipe import GRANULARITIES, Recipe
+
 from .arguments import MAX_LENGTH, count, number
-from .common import add_data_args, add_model_args, evaluator_from_args
+from .common import add_data_args, add_model_args, add_recipe_option, evaluator_from_args
+
+#: what these commands choose where a plain Recipe would not quantise at all
+QUANTIZE_GRANULARITY = "per-channel"
 
 
 def _add_quant_args(p) -> None:
-    p.add_argument("--granularity", default="per-channel", choices=GRANULARITIES)
-    p.add_argument("--num-groups", type=int, default=12, help="row groups per matrix for 'groups' (and FFN under per-head)")
-    p.add_argument("--asymmetric", action="store_true", help="min/max ranges with a zero-point (default symmetric)")
-    p.add_argument("--embedding-bits", type=int, default=None, help="word-embedding bits (default: 32 for quantize, 8 for allocate-bits)")
+    add_recipe_option(p, "--granularity", "granularity", default=QUANTIZE_GRANULARITY)
+    add_recipe_option(p, "--num-groups", "num_groups", default=field_default("num_groups"))
+    p.add_argument("--asymmetric", action="store_true",
+                   help=f"set symmetric to false; symmetric: {field_help('symmetric')} (default: symmetric)")
+    add_recipe_option(p, "--embedding-bits", "embedding_bits", shown="32 for quantize, 8 for allocate-bits")
 
 
 def register(sub) -> None:
     p = sub.add_parser("quantize", help="weight quantisation: simulated fake-quant, or --real int8/bf16/fp16 kernels")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--bits", type=int, default=8, help="weight bits of every encoder layer: 2,3,4,5,6,8,16,32")
+    add_recipe_option(p, "--bits", "weight_bits", default=8, how="the command line takes one value, for all layers")
     _add_quant_args(p)
-    p.add_argument("--activation-bits", type=int, default=32, help="simulated activation bits: 8, 16 or 32 (off)")
+    add_recipe_option(p, "--activation-bits", "activation_bits", default=field_default("activation_bits"))
     p.add_argument("--real", default=None, choices=["int8", "bf16", "fp16"], help="build and measure the real model instead")
     p.add_argument("--int8-backend", default="auto", choices=["auto", "torchao", "torch.ao"])
     p.add_argument("--threads", type=count(1), default=None, help="CPU threads for the --real latency (default: torch's)")

@@ -27,6 +27,34 @@ from transformers.activations import ACT2FN
 from analysis.errors import HeadroomError
 
 
+#: The six weight matrices of an encoder layer, in data-flow order: one name per matrix, used by
+#: `LayerParts`, `ArchitectureSpec`, `simulate.LayerWeights`, quantisation, size and sensitivity.
+ROLES = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
+#: The role of the word-embedding matrix when it is quantised (it has no heads: row groups).
+EMBEDDING_ROLE = "embedding"
+
+
+def head_axis(role: str) -> int | None:
+    """Which axis of a role's (out, in) weight comes in head-sized blocks, if any.
+
+    W_Q/W_K/W_V produce the heads (rows, axis 0); W_O reads the concatenated heads (columns,
+    axis 1); the FFN matrices and the embeddings have no heads (None).
+    """
+    if role in ("query", "key", "value"):
+        return 0
+    if role == "attention_output":
+        return 1
+    return None
+
+
+def sliced_shape(role: str, shape: tuple[int, int], width: int) -> tuple[int, int]:
+    """(out, in) of a role's weight once only `width` (= kept heads x head size) of its head axis is kept."""
+    axis = head_axis(role)
+    if axis is None:
+        return tuple(shape)
+    return (width, shape[1]) if axis == 0 else (shape[0], width)
+
+
 @dataclass(frozen=True)
 class LayerParts:
     """The modules of one encoder layer, in the order the data flows through them."""

@@ -29,10 +29,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from analysis.core.adapters import Adapter, _get
-from analysis.errors import HeadroomError
-from analysis.core.quantize import fake_quantize
+from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, _get
+from analysis.core.quantize import QuantScheme, fake_quantize
 from analysis.core.recipe import Recipe
+from analysis.errors import HeadroomError
 
 HEADS_KEY = "headroom_heads_per_layer"
 
@@ -78,16 +78,12 @@ def _prune_layer_heads(adapter: Adapter, layer_module: nn.Module, heads: list[in
 
 
 @torch.no_grad()
-def _quantize_layer(adapter: Adapter, layer_module: nn.Module, recipe: Recipe, bits: int) -> None:
-    if bits == 32:
+def _quantize_layer(adapter: Adapter, layer_module: nn.Module, scheme: QuantScheme) -> None:
+    if scheme.is_full_precision:
         return
-    spec = adapter.spec
-    for role in ("query", "key", "value", "attention_output", "ffn_in", "ffn_out"):
-        lin = _get(layer_module, getattr(spec, role))
-        lin.weight.copy_(fake_quantize(
-            lin.weight, bits, granularity=recipe.granularity, symmetric=recipe.symmetric,
-            role=role, head_size=adapter.head_size, num_groups=recipe.num_groups,
-        ))
+    for role in ROLES:
+        lin = _get(layer_module, getattr(adapter.spec, role))
+        lin.weight.copy_(fake_quantize(lin.weight, scheme, role, adapter.head_size))
 
 
 @torch.no_grad()
@@ -97,18 +93,17 @@ def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
     new = copy.deepcopy(model).eval()
     adapter = Adapter(new)
     L, H = adapter.num_layers, adapter.num_heads
-    bits = recipe.layer_bits(L)
     kept_layers = [i for i in range(L) if i not in set(recipe.dropped_layers)]
 
     if adapter.shares_layers():
-        return _materialize_albert(new, adapter, recipe, kept_layers, bits)
+        return _materialize_albert(new, adapter, recipe, kept_layers)
 
     # Quantise first (so per-tensor ranges match simulation, which quantises the full matrix),
     # then slice heads out, then drop layers.
     heads_per_layer = []
     for i in kept_layers:
         module = adapter.layer_module(i)
-        _quantize_layer(adapter, module, recipe, bits[i])
+        _quantize_layer(adapter, module, QuantScheme.for_layer(recipe, i, L))
         present = adapter.heads_in_layer(i)  # < H when the model was pruned before
         heads = recipe.kept_heads(i, present)
         if len(heads) < present:
@@ -122,20 +117,20 @@ def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
     return new
 
 
-def _materialize_albert(new, adapter: Adapter, recipe: Recipe, kept_layers: list[int], bits: list[int]):
+def _materialize_albert(new, adapter: Adapter, recipe: Recipe, kept_layers: list[int]):
     """ALBERT shares one layer's weights across depth: only uniform recipes can be made real."""
     config = new.config
     if config.num_hidden_groups != 1:
         raise HeadroomError("Materializing ALBERT is supported only with num_hidden_groups = 1.")
     head_sets = {tuple(recipe.kept_heads(i, adapter.num_heads)) for i in kept_layers}
-    bit_set = {bits[i] for i in kept_layers}
-    if len(head_sets) > 1 or len(bit_set) > 1:
+    schemes = {QuantScheme.for_layer(recipe, i, adapter.num_layers) for i in kept_layers}
+    if len(head_sets) > 1 or len(schemes) > 1:
         raise HeadroomError(
             "ALBERT shares its weights across layers, so a materialized recipe must mask the same "
             "heads and use the same bits in every kept layer; simulate it instead."
         )
     module = adapter.layer_module(0)
-    _quantize_layer(adapter, module, recipe, bit_set.pop())
+    _quantize_layer(adapter, module, schemes.pop())
     heads = list(head_sets.pop())
     kept = adapter.num_heads if len(heads) == adapter.num_heads else _prune_layer_heads(adapter, module, heads)
     # With one shared layer, dropping any k layers equals running the layer L - k times.
@@ -145,12 +140,10 @@ def _materialize_albert(new, adapter: Adapter, recipe: Recipe, kept_layers: list
 
 
 def _finish(new, adapter: Adapter, recipe: Recipe, heads_per_layer: list[int], num_heads: int) -> None:
-    if recipe.embedding_bits != 32:
+    scheme = QuantScheme.for_embeddings(recipe)
+    if not scheme.is_full_precision:
         emb = adapter.word_embeddings
-        emb.weight.copy_(fake_quantize(
-            emb.weight, recipe.embedding_bits, granularity=recipe.granularity, symmetric=recipe.symmetric,
-            role="embedding", head_size=adapter.head_size, num_groups=recipe.num_groups,
-        ))
+        emb.weight.copy_(fake_quantize(emb.weight, scheme, EMBEDDING_ROLE, adapter.head_size))
     config = new.config
     if any(h != num_heads for h in heads_per_layer):
         setattr(config, HEADS_KEY, heads_per_layer)

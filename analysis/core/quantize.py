@@ -1,8 +1,13 @@
-"""Weight fake-quantisation and honest size accounting.
+"""Weight fake-quantisation and honest size accounting, under one `QuantScheme`.
 
 Fake quantisation rounds a weight matrix to `bits`-bit integers and maps it straight back to
 floats, so the forward pass sees exactly the values an integer kernel would use, while the maths
 still runs in floating point. Numbers that come from this path are *simulated*.
+
+A `QuantScheme` (bits, granularity, symmetric, num_groups) says how one matrix is quantised, as
+torchao describes a scheme by one config object; it is built from a Recipe for one encoder layer
+(`QuantScheme.for_layer`) or for the word embeddings (`QuantScheme.for_embeddings`), and every
+function here takes it, with the matrix's role (`adapters.ROLES`) and the head size.
 
 Granularity decides which weights share one range (a scale, plus a zero-point if asymmetric):
 - per-tensor:  one range per matrix (Q8BERT);
@@ -21,37 +26,86 @@ Activations (`fake_quantize_activations`) use one dynamic symmetric range per te
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from analysis.core.adapters import head_axis
+from analysis.core.recipe import DEFAULT_NUM_GROUPS, GRANULARITIES, MAX_NUM_GROUPS, SUPPORTED_BITS
 from analysis.errors import HeadroomError
+
+if TYPE_CHECKING:
+    from analysis.core.recipe import Recipe
 
 FP16_BITS = 16
 FULL_BITS = 32
-#: the weight bit-widths offered in the tools (Recipe also accepts 7).
-QUANT_BITS = (2, 3, 4, 5, 6, 8, 16, 32)
 
 
-def _group_view(weight: torch.Tensor, granularity: str, *, role: str, head_size: int, num_groups: int):
+@dataclass(frozen=True)
+class QuantScheme:
+    """How one weight matrix is quantised. Frozen: equal schemes quantise identically."""
+
+    bits: int = FULL_BITS  # one of recipe.SUPPORTED_BITS; 32 = untouched, 16 = fp16-rounded
+    granularity: str = "per-tensor"  # one of recipe.GRANULARITIES: which weights share a range
+    symmetric: bool = True  # zero-point 0 (symmetric) or min/max ranges with a zero-point
+    num_groups: int = DEFAULT_NUM_GROUPS  # row groups under "groups" (and FFN matrices under "per-head")
+
+    def __post_init__(self):
+        if isinstance(self.bits, bool) or self.bits not in SUPPORTED_BITS:
+            raise HeadroomError(
+                f"{self.bits}-bit weights are not supported; choose from {', '.join(map(str, SUPPORTED_BITS))}."
+            )
+        if self.granularity not in GRANULARITIES:
+            raise HeadroomError(
+                f"Unknown granularity '{self.granularity}'; choose from {', '.join(GRANULARITIES)}."
+            )
+        if not 1 <= self.num_groups <= MAX_NUM_GROUPS:
+            raise HeadroomError(f"num_groups must be between 1 and {MAX_NUM_GROUPS} (got {self.num_groups}).")
+
+    @classmethod
+    def for_layer(cls, recipe: Recipe, layer: int, num_layers: int) -> "QuantScheme":
+        """The scheme of encoder layer `layer`'s six matrices under `recipe`."""
+        return cls(recipe.layer_bits(num_layers)[layer], recipe.granularity, recipe.symmetric, recipe.num_groups)
+
+    @classmethod
+    def for_embeddings(cls, recipe: Recipe) -> "QuantScheme":
+        """The scheme of the word-embedding matrix under `recipe`."""
+        return cls(recipe.embedding_bits, recipe.granularity, recipe.symmetric, recipe.num_groups)
+
+    def with_bits(self, bits: int) -> "QuantScheme":
+        return dataclasses.replace(self, bits=bits)
+
+    @property
+    def is_full_precision(self) -> bool:
+        return self.bits >= FULL_BITS
+
+    @property
+    def is_integer(self) -> bool:
+        """Integer codes (2..8 bits); 16 is fp16 rounding and 32 is no change."""
+        return self.bits < FP16_BITS
+
+
+def _group_view(weight: torch.Tensor, scheme: QuantScheme, role: str, head_size: int):
     """Reshape `weight` (out, in) to (G, n) so each row is one range; return (view, restore)."""
     out_features, in_features = weight.shape
+    granularity, axis = scheme.granularity, head_axis(role)
     if granularity == "per-tensor":
         return weight.reshape(1, -1), lambda g: g.reshape(out_features, in_features)
     if granularity == "per-channel":
         return weight, lambda g: g
-    if granularity == "per-head" and role in ("query", "key", "value"):
+    if granularity == "per-head" and axis == 0:  # W_Q/W_K/W_V: each head is a block of rows
         heads = out_features // head_size
         return weight.reshape(heads, -1), lambda g: g.reshape(out_features, in_features)
-    if granularity == "per-head" and role == "attention_output":
+    if granularity == "per-head" and axis == 1:
         # W_O's *input* columns come in head-sized blocks: transpose so each block is a row group.
         heads = in_features // head_size
         t = weight.t().reshape(heads, -1)  # (heads, head_size * out)
         return t, lambda g: g.reshape(in_features, out_features).t()
     # "groups", and FFN matrices under "per-head": equal row groups (a divisor of out_features).
-    groups = _largest_divisor_at_most(out_features, num_groups)
+    groups = _largest_divisor_at_most(out_features, scheme.num_groups)
     return weight.reshape(groups, -1), lambda g: g.reshape(out_features, in_features)
 
 
@@ -62,10 +116,10 @@ def _largest_divisor_at_most(n: int, k: int) -> int:
     return k
 
 
-def num_ranges(shape: tuple[int, int], granularity: str, *, role: str, head_size: int, num_groups: int) -> int:
+def num_ranges(shape: tuple[int, int], scheme: QuantScheme, role: str, head_size: int) -> int:
     """How many ranges (scales) `fake_quantize` uses for a matrix of this shape: `_group_view`'s rows."""
     meta = torch.empty(shape, device="meta")  # shapes only, no memory
-    return _group_view(meta, granularity, role=role, head_size=head_size, num_groups=num_groups)[0].shape[0]
+    return _group_view(meta, scheme, role, head_size)[0].shape[0]
 
 
 @dataclass
@@ -94,24 +148,16 @@ class QuantizedWeight:
 
 
 @torch.no_grad()
-def quantize_weight(
-    weight: torch.Tensor,
-    bits: int,
-    *,
-    granularity: str = "per-tensor",
-    symmetric: bool = True,
-    role: str = "ffn_in",
-    head_size: int = 64,
-    num_groups: int = 12,
-) -> QuantizedWeight:
-    """Integer codes + scales (+ zero-points) of a (out, in) matrix at 2..8 bits (or any < 16)."""
-    if not 1 < bits < FP16_BITS:
-        raise HeadroomError(f"Integer quantisation needs 2 to 15 bits (got {bits}); 16 and 32 are float formats.")
+def quantize_weight(weight: torch.Tensor, scheme: QuantScheme, role: str, head_size: int) -> QuantizedWeight:
+    """Integer codes + scales (+ zero-points) of a (out, in) matrix under an integer `scheme` (2..8 bits)."""
+    bits = scheme.bits
+    if not scheme.is_integer:
+        raise HeadroomError(f"Integer codes need 2 to 8 bits (got {bits}); 16 and 32 are float formats.")
     w = weight.float()
     if w.dim() == 1:
         w = w.unsqueeze(0)
-    groups, restore = _group_view(w, granularity, role=role, head_size=head_size, num_groups=num_groups)
-    if symmetric:
+    groups, restore = _group_view(w, scheme, role, head_size)
+    if scheme.symmetric:
         qmax = 2 ** (bits - 1) - 1  # e.g. 127 for 8 bits, 1 for 2 bits: levels {-1, 0, 1}
         scale = groups.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / qmax
         zero_point = torch.zeros_like(scale)
@@ -124,46 +170,28 @@ def quantize_weight(
         scale = (hi - lo).clamp_min(1e-12) / qmax
         zero_point = torch.round(-lo / scale)
         q = torch.clamp(torch.round(groups / scale) + zero_point, 0, qmax)
-    return QuantizedWeight(q, scale, zero_point, bits, symmetric, restore, tuple(weight.shape))
+    return QuantizedWeight(q, scale, zero_point, bits, scheme.symmetric, restore, tuple(weight.shape))
 
 
 @torch.no_grad()
-def fake_quantize(
-    weight: torch.Tensor,
-    bits: int,
-    *,
-    granularity: str = "per-tensor",
-    symmetric: bool = True,
-    role: str = "ffn_in",
-    head_size: int = 64,
-    num_groups: int = 12,
-) -> torch.Tensor:
-    """Quantise-dequantise a (out, in) weight matrix; returns a new tensor, input untouched."""
-    if bits >= FULL_BITS:
+def fake_quantize(weight: torch.Tensor, scheme: QuantScheme, role: str, head_size: int) -> torch.Tensor:
+    """Quantise-dequantise a (out, in) weight matrix of `role`; a new tensor, the input untouched.
+
+    At 32 bits the weight itself is returned (nothing to do); at 16 it is rounded through fp16.
+    """
+    if scheme.is_full_precision:
         return weight
-    if bits == FP16_BITS:
+    if scheme.bits == FP16_BITS:
         return weight.to(torch.float16).to(weight.dtype)
-    qw = quantize_weight(weight, bits, granularity=granularity, symmetric=symmetric, role=role,
-                         head_size=head_size, num_groups=num_groups)
-    return qw.dequantize().to(weight.dtype)
+    return quantize_weight(weight, scheme, role, head_size).dequantize().to(weight.dtype)
 
 
 @torch.no_grad()
-def quantization_error(
-    weight: torch.Tensor,
-    bits: int,
-    *,
-    granularity: str = "per-tensor",
-    symmetric: bool = True,
-    role: str = "ffn_in",
-    head_size: int = 64,
-    num_groups: int = 12,
-) -> float:
+def quantization_error(weight: torch.Tensor, scheme: QuantScheme, role: str, head_size: int) -> float:
     """Squared error ||W - Q(W)||^2 of fake-quantising `weight` (0 at 32 bits)."""
-    if bits >= FULL_BITS:
+    if scheme.is_full_precision:
         return 0.0
-    deq = fake_quantize(weight, bits, granularity=granularity, symmetric=symmetric, role=role,
-                        head_size=head_size, num_groups=num_groups)
+    deq = fake_quantize(weight, scheme, role, head_size)
     return float((weight.float() - deq.float()).pow(2).sum())
 
 
@@ -179,18 +207,13 @@ def fake_quantize_activations(x: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.clamp(torch.round(x / scale), -qmax, qmax) * scale
 
 
-def quantized_bytes(
-    shape: tuple[int, ...], bits: int, *, granularity: str, symmetric: bool, role: str, head_size: int, num_groups: int
-) -> float:
-    """Bytes to store a weight at `bits`, including its scales (and zero-points)."""
+def quantized_bytes(shape: tuple[int, ...], scheme: QuantScheme, role: str, head_size: int) -> float:
+    """Bytes to store a weight of `shape` under `scheme`, including its scales (and zero-points)."""
     numel = math.prod(shape)
-    if bits >= FULL_BITS:
+    if scheme.is_full_precision:
         return numel * 4.0
-    if bits == FP16_BITS:
+    if scheme.bits == FP16_BITS:
         return numel * 2.0
-    if len(shape) == 1:
-        ranges = 1
-    else:
-        ranges = num_ranges(tuple(shape), granularity, role=role, head_size=head_size, num_groups=num_groups)
-    per_range = 4 if symmetric else 8  # fp32 scale (+ int32 zero-point)
-    return numel * bits / 8.0 + ranges * per_range
+    ranges = 1 if len(shape) == 1 else num_ranges(tuple(shape), scheme, role, head_size)
+    per_range = 4 if scheme.symmetric else 8  # fp32 scale (+ int32 zero-point)
+    return numel * scheme.bits / 8.0 + ranges * per_range

@@ -12,7 +12,7 @@ A Recipe does not know the model's size; `validate(num_layers, num_heads)` check
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -20,35 +20,55 @@ from analysis.errors import HeadroomError
 
 #: weight bit-widths the quantiser supports (32 = full precision, 16 = fp16-rounded values).
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
+#: simulated activation bit-widths (32 = not quantised).
+ACTIVATION_BITS = (8, 16, 32)
 #: how a weight matrix is split into ranges that share one scale (and zero-point).
 GRANULARITIES = ("per-tensor", "per-channel", "per-head", "groups")
+#: row groups per matrix under granularity "groups" (and for FFN matrices under "per-head").
+DEFAULT_NUM_GROUPS = 12
+MAX_NUM_GROUPS = 4096
+
+
+def _field(default=MISSING, *, help: str, choices: tuple | None = None, default_factory=MISSING):
+    """A Recipe field carrying its help text (and allowed values) where it is declared."""
+    metadata = {"help": help} if choices is None else {"help": help, "choices": choices}
+    return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
 @dataclass
 class Recipe:
-    """What to take out of the model and how precisely to keep the rest."""
+    """What to take out of the model and how precisely to keep the rest.
 
-    # Attention heads switched off, as [layer, head] pairs. Masked in simulation (a gate of 0 on
-    # the head's output), sliced out of Q/K/V/O when materialized.
-    masked_heads: list[tuple[int, int]] = field(default_factory=list)
-    # Whole encoder layers removed (Sajjad et al.): the layer is replaced by the identity.
-    dropped_layers: list[int] = field(default_factory=list)
-    # Weight bits of every encoder layer's linear layers: one int for all, or one per layer.
-    weight_bits: int | list[int] = 32
-    # Bits of the word-embedding matrix (position/type embeddings and LayerNorms stay fp32).
-    embedding_bits: int = 32
-    # How ranges are shared: one per matrix, one per output row, one per attention head's
-    # slice of Q/K/V/O (Q-BERT's group-wise; FFN matrices use `num_groups` row groups), or
-    # `num_groups` equal row groups per matrix.
-    granularity: str = "per-tensor"
-    # Row groups per matrix for granularity "groups" (and for FFN matrices under "per-head").
-    num_groups: int = 12
-    # Symmetric ranges (zero-point 0) or asymmetric (min/max with a zero-point).
-    symmetric: bool = True
-    # Simulated activation bits at the input of every encoder linear layer (32 = off).
-    activation_bits: int = 32
-    # A label for plots and tables; not part of the recipe's identity.
-    name: str = ""
+    Every field documents itself: `field_help(name)` (the CLI's --help is built from it).
+    """
+
+    masked_heads: list[tuple[int, int]] = _field(
+        default_factory=list,
+        help="attention heads switched off, as [layer, head] pairs: masked in simulation (a gate of 0 "
+             "on the head's output), sliced out of Q/K/V/O when materialized")
+    dropped_layers: list[int] = _field(
+        default_factory=list,
+        help="whole encoder layers removed (Sajjad et al.): each is replaced by the identity")
+    weight_bits: int | list[int] = _field(
+        32, choices=SUPPORTED_BITS,
+        help="weight bits of every encoder layer's linear layers: one int for all, or one per layer")
+    embedding_bits: int = _field(
+        32, choices=SUPPORTED_BITS,
+        help="bits of the word-embedding matrix (position/type embeddings and LayerNorms stay fp32)")
+    granularity: str = _field(
+        "per-tensor", choices=GRANULARITIES,
+        help="how ranges are shared: one per matrix, one per output row, one per attention head's slice "
+             "of Q/K/V/O (Q-BERT's group-wise; FFN matrices use num_groups row groups), or num_groups "
+             "equal row groups per matrix")
+    num_groups: int = _field(
+        DEFAULT_NUM_GROUPS,
+        help="row groups per matrix for granularity 'groups' (and for FFN matrices under 'per-head')")
+    symmetric: bool = _field(
+        True, help="symmetric ranges (zero-point 0), or asymmetric (min/max with a zero-point)")
+    activation_bits: int = _field(
+        32, choices=ACTIVATION_BITS,
+        help="simulated activation bits at the input of every encoder linear layer (32 = off)")
+    name: str = _field("", help="a label for plots and tables; not part of the recipe's identity")
 
     # ------------------------------------------------------------------ construction, JSON
     def __post_init__(self):
@@ -220,15 +240,35 @@ class Recipe:
                 raise HeadroomError(
                     f"{b}-bit weights are not supported; choose from {', '.join(map(str, SUPPORTED_BITS))}."
                 )
-        if self.activation_bits not in (8, 16, 32):
+        if self.activation_bits not in ACTIVATION_BITS:
             raise HeadroomError("activation_bits must be 8, 16 or 32 (32 = not quantised).")
         if self.granularity not in GRANULARITIES:
             raise HeadroomError(
                 f"Unknown granularity '{self.granularity}'; choose from {', '.join(GRANULARITIES)}."
             )
-        if not 1 <= self.num_groups <= 4096:
-            raise HeadroomError("num_groups must be between 1 and 4096.")
+        if not 1 <= self.num_groups <= MAX_NUM_GROUPS:
+            raise HeadroomError(f"num_groups must be between 1 and {MAX_NUM_GROUPS}.")
         return self
+
+
+def field_help(name: str) -> str:
+    """The help text of Recipe field `name` (declared with the field)."""
+    return RECIPE_FIELDS[name].metadata["help"]
+
+
+def field_default(name: str):
+    """The default value of Recipe field `name`."""
+    f = RECIPE_FIELDS[name]
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def field_choices(name: str) -> tuple | None:
+    """The values Recipe field `name` allows, where it lists them (None: any, checked by `validate`)."""
+    return RECIPE_FIELDS[name].metadata.get("choices")
+
+
+#: Recipe's fields by name: default, help text and allowed values in one place.
+RECIPE_FIELDS = {f.name: f for f in fields(Recipe)}
 
 
 def parse_head_list(text: str) -> list[tuple[int, int]]:

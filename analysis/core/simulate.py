@@ -15,51 +15,76 @@ what-ifs fast. Gates are still available (`gates=`) for gradient-based head impo
 Incremental evaluation: the hidden states entering every layer of the *unmodified* model are
 cached per batch (`BaselineTrace`); a Recipe whose first change is at layer k only runs layers
 k..L-1 (see `Recipe.first_changed_layer`). Exact, because layers before k are untouched.
+
+There is one forward. The profiler times it through the optional `timer` (a context manager per
+component block, `measure/stopwatch.py`); evaluation, importance and sensitivity run the same
+code with no timer. Anything new in the layer (FFN neurons, sparsity, low rank) goes here once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable, ContextManager, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from analysis.core.adapters import Adapter
-from analysis.core.quantize import fake_quantize, fake_quantize_activations
+from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, head_axis
+from analysis.core.quantize import QuantScheme, fake_quantize, fake_quantize_activations
 from analysis.core.recipe import Recipe
 
-ROLES = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
+#: `timer(component, layer)` returns a context manager that times the block it wraps (the
+#: profiler's stopwatch); components are `flops.COMPONENTS`, layer None outside the encoder.
+Timer = Callable[[str, "int | None"], ContextManager]
+_UNTIMED = nullcontext()  # reusable and re-entrant: an absent timer costs one call per block
+
+
+def _untimed(component: str, layer: int | None) -> ContextManager:
+    return _UNTIMED
+
+
+class LinearWeights(NamedTuple):
+    """One linear layer's (weight, bias), so the forward reads `F.linear(x, *lw.query)`."""
+
+    weight: torch.Tensor  # (out, in)
+    bias: torch.Tensor  # (out,)
 
 
 @dataclass
 class LayerWeights:
-    """Everything one encoder layer needs, already sliced and (fake-)quantised."""
+    """Everything one encoder layer needs, already sliced and (fake-)quantised.
+
+    The six linear layers are named by their roles (`adapters.ROLES`), as in `LayerParts`.
+    """
 
     index: int  # layer index in the original model
     heads: list[int]  # original indices of the heads kept, in order
     head_size: int
-    wq: torch.Tensor  # (nh*hs, D)
-    bq: torch.Tensor
-    wk: torch.Tensor
-    bk: torch.Tensor
-    wv: torch.Tensor
-    bv: torch.Tensor
-    wo: torch.Tensor  # (D, nh*hs)
-    bo: torch.Tensor
-    ln1: tuple  # (weight, bias, eps) of LN(x + attention)
-    w1: torch.Tensor  # (I, D)
-    b1: torch.Tensor
-    w2: torch.Tensor  # (D, I)
-    b2: torch.Tensor
-    ln2: tuple  # (weight, bias, eps) of LN(a + FFN(a))
+    query: LinearWeights  # (nh*hs, D), (nh*hs,)
+    key: LinearWeights  # (nh*hs, D), (nh*hs,)
+    value: LinearWeights  # (nh*hs, D), (nh*hs,)
+    attention_output: LinearWeights  # W_O: (D, nh*hs), (D,)
+    attention_layernorm: tuple  # (weight, bias, eps) of LN(x + attention)
+    ffn_in: LinearWeights  # (I, D), (I,)
+    ffn_out: LinearWeights  # (D, I), (D,)
+    ffn_layernorm: tuple  # (weight, bias, eps) of LN(a + FFN(a))
     activation: object
     activation_bits: int = 32
 
     @property
     def num_heads(self) -> int:
         return len(self.heads)
+
+    def weight(self, role: str) -> torch.Tensor:
+        return getattr(self, role).weight
+
+    def with_weights(self, weights: dict[str, torch.Tensor]) -> "LayerWeights":
+        """A copy with some roles' weight matrices replaced (biases kept), e.g. by gradient leaves."""
+        return dataclasses.replace(self, **{r: getattr(self, r)._replace(weight=w) for r, w in weights.items()})
 
 
 def _head_rows(heads: list[int], head_size: int, device) -> torch.Tensor:
@@ -72,41 +97,34 @@ def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dty
     parts = adapter.layer(index)
     hs = adapter.head_size
     heads = recipe.kept_heads(index, adapter.heads_in_layer(index))
-    bits = recipe.layer_bits(adapter.num_layers)[index]
-    device = parts.query.weight.device
-    rows = _head_rows(heads, hs, device)
+    scheme = QuantScheme.for_layer(recipe, index, adapter.num_layers)
+    rows = _head_rows(heads, hs, parts.query.weight.device)
 
-    def weight(role: str, linear) -> torch.Tensor:
-        w = fake_quantize(
-            linear.weight, bits, granularity=recipe.granularity, symmetric=recipe.symmetric,
-            role=role, head_size=hs, num_groups=recipe.num_groups,
-        )
-        # Quantise the full matrix first, then slice: per-head ranges are per-head anyway, and
-        # per-tensor ranges should not depend on which heads a user happens to mask.
-        if role in ("query", "key", "value"):
-            w = w.index_select(0, rows)
-        elif role == "attention_output":
-            w = w.index_select(1, rows)
-        return w if dtype is None else w.to(dtype)
-
-    def vec(t: torch.Tensor) -> torch.Tensor:
+    def cast(t: torch.Tensor) -> torch.Tensor:
         return t if dtype is None else t.to(dtype)
 
-    def ln(m) -> tuple:
-        return (vec(m.weight), vec(m.bias), m.eps)
+    def linear(role: str) -> LinearWeights:
+        lin = getattr(parts, role)
+        # Quantise the full matrix first, then slice: per-head ranges are per-head anyway, and
+        # per-tensor ranges should not depend on which heads a user happens to mask.
+        w, b = fake_quantize(lin.weight, scheme, role, hs), lin.bias
+        axis = head_axis(role)
+        if axis is not None:
+            w = w.index_select(axis, rows)
+        if axis == 0:  # W_Q/W_K/W_V's biases are per head too; W_O's is per hidden unit
+            b = b.index_select(0, rows)
+        return LinearWeights(cast(w), cast(b))
+
+    def layernorm(m) -> tuple:
+        return (cast(m.weight), cast(m.bias), m.eps)
 
     return LayerWeights(
         index=index,
         heads=heads,
         head_size=hs,
-        wq=weight("query", parts.query), bq=vec(parts.query.bias.index_select(0, rows)),
-        wk=weight("key", parts.key), bk=vec(parts.key.bias.index_select(0, rows)),
-        wv=weight("value", parts.value), bv=vec(parts.value.bias.index_select(0, rows)),
-        wo=weight("attention_output", parts.attention_output), bo=vec(parts.attention_output.bias),
-        ln1=ln(parts.attention_layernorm),
-        w1=weight("ffn_in", parts.ffn_in), b1=vec(parts.ffn_in.bias),
-        w2=weight("ffn_out", parts.ffn_out), b2=vec(parts.ffn_out.bias),
-        ln2=ln(parts.ffn_layernorm),
+        **{role: linear(role) for role in ROLES},
+        attention_layernorm=layernorm(parts.attention_layernorm),
+        ffn_layernorm=layernorm(parts.ffn_layernorm),
         activation=adapter.activation,
         activation_bits=recipe.activation_bits,
     )
@@ -123,33 +141,48 @@ def encoder_layer(
     lw: LayerWeights,
     gates: torch.Tensor | None = None,  # (nh,) or per example (B, nh): multiplies each kept head's output
     return_probs: bool = False,
+    timer: Timer | None = None,  # times each component's block (the profiler); None: untimed
 ):
-    """One post-LN Transformer encoder layer (BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT)."""
+    """One post-LN Transformer encoder layer (BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT).
+
+    The blocks are the profile's components (`flops.COMPONENTS`), so `timer` sees exactly the
+    pieces that parameters and FLOPs are counted for.
+    """
     B, T, D = x.shape
-    nh, hs = lw.num_heads, lw.head_size
+    nh, hs, i = lw.num_heads, lw.head_size, lw.index
+    timer = timer or _untimed
+    act_bits = lw.activation_bits
     probs = None
-    xin = fake_quantize_activations(x, lw.activation_bits)
     if nh == 0:
         # Every head masked: the attention block contributes only W_O's bias.
-        attn_out = lw.bo.expand(B, T, D)
+        with timer("attention_output", i):
+            attn_out = lw.attention_output.bias.expand(B, T, D)
     else:
-        q = F.linear(xin, lw.wq, lw.bq).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = F.linear(xin, lw.wk, lw.bk).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = F.linear(xin, lw.wv, lw.bv).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        if return_probs:
-            scores = (q @ k.transpose(-1, -2)) * hs**-0.5 + mask  # (B, nh, T, T)
-            probs = scores.softmax(dim=-1)
-            ctx = probs @ v  # (B, nh, T, hs)
-        else:
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=hs**-0.5)
-        if gates is not None:
-            ctx = ctx * gates.view(-1, nh, 1, 1).to(ctx.dtype)  # (1 or B, nh, 1, 1)
-        ctx = ctx.transpose(1, 2).reshape(B, T, nh * hs)  # (B, T, nh*hs)
-        attn_out = F.linear(fake_quantize_activations(ctx, lw.activation_bits), lw.wo, lw.bo)
-    a = F.layer_norm(x + attn_out, (D,), *lw.ln1)
-    h = lw.activation(F.linear(fake_quantize_activations(a, lw.activation_bits), lw.w1, lw.b1))  # (B, T, I)
-    f = F.linear(fake_quantize_activations(h, lw.activation_bits), lw.w2, lw.b2)
-    out = F.layer_norm(a + f, (D,), *lw.ln2)
+        with timer("attention_qkv", i):
+            xin = fake_quantize_activations(x, act_bits)
+            q = F.linear(xin, *lw.query).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+            k = F.linear(xin, *lw.key).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+            v = F.linear(xin, *lw.value).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        with timer("attention_scores", i):
+            if return_probs:
+                scores = (q @ k.transpose(-1, -2)) * hs**-0.5 + mask  # (B, nh, T, T)
+                probs = scores.softmax(dim=-1)
+                ctx = probs @ v  # (B, nh, T, hs)
+            else:
+                ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), scale=hs**-0.5)
+            if gates is not None:
+                ctx = ctx * gates.view(-1, nh, 1, 1).to(ctx.dtype)  # (1 or B, nh, 1, 1)
+            ctx = ctx.transpose(1, 2).reshape(B, T, nh * hs)  # (B, T, nh*hs)
+        with timer("attention_output", i):
+            attn_out = F.linear(fake_quantize_activations(ctx, act_bits), *lw.attention_output)  # (B, T, D)
+    with timer("layernorm", i):
+        a = F.layer_norm(x + attn_out, (D,), *lw.attention_layernorm)
+    with timer("ffn_in", i):
+        h = lw.activation(F.linear(fake_quantize_activations(a, act_bits), *lw.ffn_in))  # (B, T, I)
+    with timer("ffn_out", i):
+        f = F.linear(fake_quantize_activations(h, act_bits), *lw.ffn_out)  # (B, T, D)
+    with timer("layernorm", i):
+        out = F.layer_norm(a + f, (D,), *lw.ffn_layernorm)
     return out, probs
 
 
@@ -173,12 +206,10 @@ class SimulatedModel:
             i: prepare_layer(adapter, i, recipe, dtype) for i in range(adapter.num_layers) if i not in dropped
         }
         self.word_embedding_weight = None
-        if recipe.embedding_bits != 32:
+        scheme = QuantScheme.for_embeddings(recipe)
+        if not scheme.is_full_precision:
             self.word_embedding_weight = fake_quantize(
-                adapter.word_embeddings.weight, recipe.embedding_bits, granularity=recipe.granularity,
-                symmetric=recipe.symmetric, role="embedding", head_size=adapter.head_size,
-                num_groups=recipe.num_groups,
-            )
+                adapter.word_embeddings.weight, scheme, EMBEDDING_ROLE, adapter.head_size)
 
     def embed(self, batch) -> torch.Tensor:
         h = self.adapter.embed(batch.input_ids, batch.attention_mask, batch.token_type_ids, self.word_embedding_weight)
@@ -193,11 +224,17 @@ class SimulatedModel:
         gates: dict[int, torch.Tensor] | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        timer: Timer | None = None,
     ) -> ForwardOutput:
-        """Run from `start_layer` (given the `hidden` entering it) or from the embeddings."""
-        if hidden is None:
-            hidden, start_layer = self.embed(batch), 0
-        mask = additive_mask(batch.attention_mask, hidden.dtype)
+        """Run from `start_layer` (given the `hidden` entering it) or from the embeddings.
+
+        `timer(component, layer)` times every block (see `encoder_layer`); None runs untimed.
+        """
+        timed = timer or _untimed
+        with timed("embeddings", None):
+            if hidden is None:
+                hidden, start_layer = self.embed(batch), 0
+            mask = additive_mask(batch.attention_mask, hidden.dtype)
         attentions = [None] * self.adapter.num_layers if output_attentions else None
         states = [] if output_hidden_states else None
         for i in range(start_layer, self.adapter.num_layers):
@@ -207,12 +244,13 @@ class SimulatedModel:
             if lw is None:  # dropped: the identity
                 continue
             g = gates.get(i) if gates else None
-            hidden, probs = encoder_layer(hidden, mask, lw, g, return_probs=output_attentions)
+            hidden, probs = encoder_layer(hidden, mask, lw, g, return_probs=output_attentions, timer=timer)
             if attentions is not None:
                 attentions[i] = probs
         if states is not None:
             states.append(hidden)
-        logits = self.adapter.classify(hidden.to(self.adapter.model.dtype))
+        with timed("classifier", None):
+            logits = self.adapter.classify(hidden.to(self.adapter.model.dtype))
         return ForwardOutput(logits=logits.float(), attentions=attentions, hidden_states=states)
 
     __call__ = forward

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from analysis.core.adapters import Adapter
-from analysis.core.quantize import quantized_bytes
+from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, sliced_shape
+from analysis.core.quantize import QuantScheme, quantized_bytes
 from analysis.core.recipe import Recipe
 
 MATMUL = 2  # FLOPs per multiply-add
@@ -54,10 +54,14 @@ COMPONENTS = (
     "attention_scores",  # QK^T, scale, mask, softmax, probs @ V: no parameters
     "attention_output",  # W_O
     "layernorm",  # residual add + LayerNorm, twice per layer
-    "ffn_up",  # hidden -> intermediate, with the activation
-    "ffn_down",  # intermediate -> hidden
+    "ffn_in",  # hidden -> intermediate, with the activation
+    "ffn_out",  # intermediate -> hidden
     "classifier",  # pooler + classification head, on the [CLS] vector
 )
+#: The component each weight matrix (`adapters.ROLES`) is counted in: the FFN's two matrices
+#: keep their role's name; W_Q, W_K and W_V are counted together.
+COMPONENT_OF_ROLE = {"query": "attention_qkv", "key": "attention_qkv", "value": "attention_qkv",
+                     "attention_output": "attention_output", "ffn_in": "ffn_in", "ffn_out": "ffn_out"}
 
 
 @dataclass
@@ -88,16 +92,16 @@ def layer_flops(
     qkv_mm, qkv_el = linear_flops(tokens, D, width)
     scores = B * nh * T * T  # (B, nh, T, T) attention scores
     o_mm, o_el = linear_flops(tokens, width, D) if nh else (0, 0)  # 0 heads: W_O's bias only, no add
-    up_mm, up_el = linear_flops(tokens, D, I)
-    down_mm, down_el = linear_flops(tokens, I, D)
+    in_mm, in_el = linear_flops(tokens, D, I)
+    out_mm, out_el = linear_flops(tokens, I, D)
     return [
         FlopCount("attention_qkv", layer, 3 * qkv_mm, 3 * qkv_el),
         # QK^T: (B, nh, T, hs) @ (B, nh, hs, T); context: (B, nh, T, T) @ (B, nh, T, hs)
         FlopCount("attention_scores", layer, 2 * MATMUL * scores * hs, scores * (SOFTMAX + SCALE_AND_MASK)),
         FlopCount("attention_output", layer, o_mm, o_el),
         FlopCount("layernorm", layer, 0, 2 * tokens * D * (LAYERNORM + RESIDUAL)),
-        FlopCount("ffn_up", layer, up_mm, up_el + tokens * I * act),
-        FlopCount("ffn_down", layer, down_mm, down_el),
+        FlopCount("ffn_in", layer, in_mm, in_el + tokens * I * act),
+        FlopCount("ffn_out", layer, out_mm, out_el),
     ]
 
 
@@ -171,32 +175,29 @@ def count_parameters(adapter: Adapter, recipe: Recipe | None = None) -> list[Par
     """Parameters and bytes per component and layer; sums equal `size_report(adapter, recipe)`."""
     recipe = recipe or Recipe()
     hs = adapter.head_size
-    q = dict(granularity=recipe.granularity, symmetric=recipe.symmetric, head_size=hs, num_groups=recipe.num_groups)
     word = adapter.word_embeddings.weight
-    params, nbytes = word.numel(), quantized_bytes(tuple(word.shape), recipe.embedding_bits, role="embedding", **q)
+    params = word.numel()
+    nbytes = quantized_bytes(tuple(word.shape), QuantScheme.for_embeddings(recipe), EMBEDDING_ROLE, hs)
     rest = [p for n, p in adapter.embeddings.named_parameters() if not n.startswith("word_embeddings")]
     projection = adapter.embedding_projection()
     rest += list(projection.parameters()) if projection is not None else []
     params += sum(p.numel() for p in rest)
     rows = [ParamCount("embeddings", None, params, nbytes + 4.0 * sum(p.numel() for p in rest))]
 
-    bits = recipe.layer_bits(adapter.num_layers)
     dropped, counted_shared = set(recipe.dropped_layers), False
     for i in range(adapter.num_layers):
         if i in dropped or (adapter.shares_layers() and counted_shared):
             continue  # ALBERT's shared layer is stored once: its parameters sit on the first kept layer
         counted_shared = True
         parts = adapter.layer(i)
+        scheme = QuantScheme.for_layer(recipe, i, adapter.num_layers)
         width = len(recipe.kept_heads(i, adapter.heads_in_layer(i))) * hs
         by: dict[str, list] = defaultdict(lambda: [0, 0.0])
-        for role, comp in (("query", "attention_qkv"), ("key", "attention_qkv"), ("value", "attention_qkv"),
-                           ("attention_output", "attention_output"), ("ffn_in", "ffn_up"), ("ffn_out", "ffn_down")):
-            out_f, in_f = getattr(parts, role).weight.shape
-            shape = {"query": (width, in_f), "key": (width, in_f), "value": (width, in_f),
-                     "attention_output": (out_f, width)}.get(role, (out_f, in_f))
-            numel = shape[0] * shape[1]
+        for role in ROLES:
+            shape = sliced_shape(role, getattr(parts, role).weight.shape, width)
+            numel, comp = shape[0] * shape[1], COMPONENT_OF_ROLE[role]
             by[comp][0] += numel + shape[0]  # weight + bias (fp32)
-            by[comp][1] += (quantized_bytes(shape, bits[i], role=role, **q) if numel else 0.0) + 4.0 * shape[0]
+            by[comp][1] += (quantized_bytes(shape, scheme, role, hs) if numel else 0.0) + 4.0 * shape[0]
         ln = sum(p.numel() for m in (parts.attention_layernorm, parts.ffn_layernorm) for p in m.parameters())
         by["layernorm"] = [ln, 4.0 * ln]
         rows += [ParamCount(c, i, *by[c]) for c in COMPONENTS if c in by]

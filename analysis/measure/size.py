@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analysis.core.adapters import Adapter
-from analysis.core.quantize import quantized_bytes
+from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, sliced_shape
+from analysis.core.quantize import QuantScheme, quantized_bytes
 from analysis.core.recipe import Recipe
+from analysis.measure.flops import COMPONENT_OF_ROLE
 
 MB = 1e6
 
@@ -24,7 +25,7 @@ class SizeReport:
     bytes: float
     baseline_parameters: int
     baseline_bytes: float
-    by_component: dict[str, float] = field(default_factory=dict)  # bytes
+    by_component: dict[str, float] = field(default_factory=dict)  # bytes per flops.COMPONENTS name
 
     @property
     def mb(self) -> float:
@@ -63,9 +64,8 @@ def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
 
     # Embeddings: the word matrix at embedding_bits, everything else in the embedding block fp32.
     word = adapter.word_embeddings.weight
-    add("embeddings", word.numel(), quantized_bytes(
-        tuple(word.shape), recipe.embedding_bits, granularity=recipe.granularity,
-        symmetric=recipe.symmetric, role="embedding", head_size=hs, num_groups=recipe.num_groups))
+    add("embeddings", word.numel(),
+        quantized_bytes(tuple(word.shape), QuantScheme.for_embeddings(recipe), EMBEDDING_ROLE, hs))
     for name, p in adapter.embeddings.named_parameters():
         if not name.startswith("word_embeddings"):
             add("embeddings", p.numel(), p.numel() * 4.0)
@@ -74,7 +74,6 @@ def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
         n = sum(p.numel() for p in projection.parameters())
         add("embeddings", n, n * 4.0)
 
-    bits = recipe.layer_bits(adapter.num_layers)
     dropped = set(recipe.dropped_layers)
     counted_shared = False
     for i in range(adapter.num_layers):
@@ -82,24 +81,15 @@ def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
             continue
         counted_shared = True
         parts = adapter.layer(i)
-        nh = len(recipe.kept_heads(i, adapter.heads_in_layer(i)))
-        for role, comp in (("query", "attention_qkv"), ("key", "attention_qkv"), ("value", "attention_qkv"),
-                           ("attention_output", "attention_output"), ("ffn_in", "ffn"), ("ffn_out", "ffn")):
-            lin = getattr(parts, role)
-            out_f, in_f = lin.weight.shape
-            if role in ("query", "key", "value"):
-                shape = (nh * hs, in_f)
-            elif role == "attention_output":
-                shape = (out_f, nh * hs)
-            else:
-                shape = (out_f, in_f)
+        scheme = QuantScheme.for_layer(recipe, i, adapter.num_layers)
+        width = len(recipe.kept_heads(i, adapter.heads_in_layer(i))) * hs
+        for role in ROLES:
+            shape = sliced_shape(role, getattr(parts, role).weight.shape, width)
             numel = shape[0] * shape[1]
             # Ranges of the *kept* slice; per-tensor and per-channel ranges are stored either way.
-            add(comp, numel, quantized_bytes(shape, bits[i], granularity=recipe.granularity,
-                                             symmetric=recipe.symmetric, role=role, head_size=hs,
-                                             num_groups=recipe.num_groups) if numel else 0.0)
+            add(COMPONENT_OF_ROLE[role], numel, quantized_bytes(shape, scheme, role, hs) if numel else 0.0)
             bias = shape[0]
-            add(comp, bias, bias * 4.0)
+            add(COMPONENT_OF_ROLE[role], bias, bias * 4.0)
         for ln in (parts.attention_layernorm, parts.ffn_layernorm):
             n = sum(p.numel() for p in ln.parameters())
             add("layernorm", n, n * 4.0)

@@ -144,9 +144,10 @@ def _gradient_scores(ctx: EvalContext, recipe: Recipe, *, label_free, per_exampl
                               for i, lw in live.items()}
                     out = sim.forward(batch, start_layer=0, hidden=hidden, gates=leaves)
                 else:  # a gradient-carrying copy of each W_O, in a shallow copy of the simulator
-                    leaves = {i: lw.wo.detach().clone().requires_grad_(True) for i, lw in live.items()}
+                    leaves = {i: lw.attention_output.weight.detach().clone().requires_grad_(True)
+                              for i, lw in live.items()}
                     local = copy.copy(sim)
-                    local.layers = {i: (dataclasses.replace(lw, wo=leaves[i]) if i in leaves else lw)
+                    local.layers = {i: (lw.with_weights({"attention_output": leaves[i]}) if i in leaves else lw)
                                     for i, lw in sim.layers.items()}
                     out = local.forward(batch, start_layer=0, hidden=hidden)
                 loss = F.cross_entropy(out.logits, ctx.targets(batch, label_free), reduction="sum")

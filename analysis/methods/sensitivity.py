@@ -24,7 +24,6 @@ more sensitive one. `uniform_bits_at_size` gives the uniform recipe to compare a
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import threading
 import time
@@ -34,16 +33,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from analysis.errors import HeadroomError
+from analysis.core.adapters import ROLES
+from analysis.core.quantize import QuantScheme, quantization_error
 from analysis.jobs import Progress, check_cancel, report
 from analysis.methods.context import EvalContext
-from analysis.core.quantize import quantization_error
 from analysis.core.recipe import Recipe
-from analysis.core.simulate import ROLES, additive_mask, encoder_layer, simulate
+from analysis.core.simulate import additive_mask, encoder_layer, simulate
+from analysis.errors import HeadroomError
 from analysis.measure.size import MB, size_report
-
-# LayerWeights attribute of each role's weight matrix
-_FIELDS = {"query": "wq", "key": "wk", "value": "wv", "attention_output": "wo", "ffn_in": "w1", "ffn_out": "w2"}
 
 
 # ----------------------------------------------------------------------------------- Hessian
@@ -82,14 +79,14 @@ def top_eigenvalue(
 
 
 def layer_loss_fn(adapter, layer: int, batch, labels: torch.Tensor, hidden: torch.Tensor, prepared: dict):
-    """loss(params) of running layers `layer`..L-1 with `layer`'s six matrices replaced by params.
+    """loss(params) of running layers `layer`..L-1 with `layer`'s six matrices (ROLES order) replaced by params.
 
     `hidden` (B, T, D) enters `layer`; `prepared` maps layer index -> LayerWeights of the rest.
     """
     mask = additive_mask(batch.attention_mask, hidden.dtype)  # (B, 1, 1, T)
 
     def loss(params: list[torch.Tensor]) -> torch.Tensor:
-        lw = dataclasses.replace(prepared[layer], **{_FIELDS[r]: p for r, p in zip(ROLES, params)})
+        lw = prepared[layer].with_weights(dict(zip(ROLES, params)))
         h, _ = encoder_layer(hidden, mask, lw, return_probs=True)  # explicit attention: double-backward safe
         for i in range(layer + 1, adapter.num_layers):
             h, _ = encoder_layer(h, mask, prepared[i], return_probs=True)
@@ -156,7 +153,7 @@ def hessian_sensitivity(
         for c, (batch, hidden_all, labels) in enumerate(chunks):
             check_cancel(cancel, "sensitivity computation")
             report(progress, done / steps, f"layer {l}, batch {c + 1}/{len(chunks)}")
-            params = [getattr(prepared[l], _FIELDS[r]).detach().clone().float().requires_grad_(True) for r in ROLES]
+            params = [prepared[l].weight(r).detach().clone().float().requires_grad_(True) for r in ROLES]
             fn = layer_loss_fn(adapter, l, batch, labels, hidden_all[l], prepared)
             eig, its = top_eigenvalue(fn, params, iters=iters, tol=tol, seed=c)
             per_batch[l][c], iterations[l][c] = eig, its
@@ -211,12 +208,13 @@ class BitAllocation:
 
 
 def _layer_errors(adapter, bits_options, recipe: Recipe) -> list[dict[int, float]]:
+    """||W_l - Q_b(W_l)||^2 summed over each layer's six matrices, for every candidate b."""
     errs = []
     for l in range(adapter.num_layers):
         parts = adapter.layer(l)
-        errs.append({b: sum(quantization_error(getattr(parts, r).weight, b, granularity=recipe.granularity,
-                                               symmetric=recipe.symmetric, role=r, head_size=adapter.head_size,
-                                               num_groups=recipe.num_groups) for r in ROLES)
+        scheme = QuantScheme.for_layer(recipe, l, adapter.num_layers)
+        errs.append({b: sum(quantization_error(getattr(parts, r).weight, scheme.with_bits(b), r, adapter.head_size)
+                            for r in ROLES)
                      for b in bits_options})
     return errs
 

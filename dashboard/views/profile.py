@@ -1,7 +1,7 @@
 """Profile: where the parameters, the FLOPs and the time go, per component, under the recipe.
 
 Parameters and FLOPs are counted; milliseconds are measured on this machine (analysis.measure.profile:
-a stopwatch lap after each piece of Headroom's forward). Lines: time and FLOPs vs sequence length.
+Headroom's forward with a stopwatch timing each component's block). Lines: time and FLOPs vs sequence length.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ def render() -> None:
     if ctx is None:
         return
     choice, ev = ctx
-    from analysis.measure.profile import profile_model, sweep_seq_len
+    from analysis.measure.profile import profile_model
+    from analysis.measure.profile_sweeps import sweep_seq_len
 
     recipe = state.recipe()
     c1, c2, c3 = st.columns(3)
