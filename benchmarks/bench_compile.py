@@ -21,7 +21,7 @@ import time
 import torch
 
 from analysis.core import simulate as S
-from analysis.io.data import load_dataset
+from analysis.io.datasets import load_dataset
 from analysis.measure.evaluate import Evaluator
 from analysis.io.models import load_model
 from analysis.core.recipe import Recipe

@@ -27,7 +27,7 @@ import sys
 
 import torch
 
-from analysis.io.data import load_dataset
+from analysis.io.datasets import load_dataset
 from analysis.measure.evaluate import Evaluator, measure
 from analysis.methods.importance import compute_importance
 from analysis.io.models import load_model

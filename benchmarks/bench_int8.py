@@ -106,10 +106,10 @@ def main() -> None:
         "results": results, "notes": notes,
     }
     if args.accuracy:
-        from analysis.io.data import load_dataset
+        from analysis.io.datasets import load_dataset
         from analysis.measure.evaluate import Evaluator
         from analysis.measure.lowbit import predict
-        from analysis.io.data import compute_metrics
+        from analysis.measure.metrics import compute_metrics
 
         loaded_dev = load_model(args.model, device=str(device))
         ds = load_dataset(loaded_dev.default_data, loaded_dev.card.get("eval_split", "test"), limit=args.limit)

@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from analysis.io.data import load_dataset
+from analysis.io.datasets import load_dataset
 from analysis.measure.evaluate import Evaluator, measure
 from analysis.io.models import load_model
 from analysis.core.recipe import Recipe

@@ -26,7 +26,7 @@ import tempfile
 
 import torch
 
-from analysis.io.data import load_dataset
+from analysis.io.datasets import load_dataset
 from analysis.measure.evaluate import Evaluator, measure
 from analysis.methods.heads import prune_half_recipe
 from analysis.methods.importance import michel_importance

@@ -22,7 +22,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from analysis.io.data import collate, load_dataset, tokenize
+from analysis.io.batching import collate, tokenize
+from analysis.io.datasets import load_dataset
 from analysis.measure.evaluate import Evaluator
 from analysis.methods.layers import dropped_layers_for, layer_contributions
 from analysis.core.materialize import materialize

@@ -37,8 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.io.data import (TextDataset, collate, compute_metrics, load_dataset, make_batches,
-                           stratified_subset, tokenize)
+from analysis.io.batching import collate, make_batches, tokenize
+from analysis.io.datasets import load_dataset
+from analysis.io.subsets import stratified_subset
+from analysis.io.text_dataset import TextDataset
+from analysis.measure.metrics import compute_metrics
 from analysis.errors import HeadroomError
 
 DEMO_FORMAT = "headroom-demo-v1"

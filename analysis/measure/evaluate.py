@@ -27,7 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.io.data import Batch, TextDataset, align_labels, compute_metrics, make_batches
+from analysis.io.batching import Batch, make_batches
+from analysis.io.subsets import align_labels
+from analysis.io.text_dataset import TextDataset
+from analysis.measure.metrics import compute_metrics
 from analysis.errors import HeadroomError
 from analysis.io.models import LoadedModel
 from analysis.core.recipe import Recipe

@@ -158,7 +158,7 @@ def serialized_bytes(model: nn.Module) -> int:
 
 def synthetic_batch(tokenizer_vocab: int, batch_size: int, seq_len: int, device, seed: int = 0):
     """A (B, T) batch of random real-vocabulary ids, all attended (for timing without data)."""
-    from analysis.io.data import Batch
+    from analysis.io.batching import Batch
 
     g = torch.Generator().manual_seed(seed)
     low = 1000 if tokenizer_vocab > 2000 else 5  # skip BERT's special and unused ids
@@ -211,7 +211,7 @@ def real_quantize(
                  "build_seconds": round(build_s, 2)},
     )
     if evaluator is not None:
-        from analysis.io.data import compute_metrics
+        from analysis.measure.metrics import compute_metrics
 
         batches = [b.to(device) for b in evaluator.batches]
         n = len(evaluator.dataset)

@@ -130,7 +130,7 @@ def _hook_targets(adapter: Adapter) -> list[tuple[nn.Module, str, int | None]]:
 
 def synthetic_batch(adapter: Adapter, batch_size: int, seq_len: int, device, seed: int = 0):
     """(B, T) random token ids, every position attended: timing depends on shapes, not on tokens."""
-    from analysis.io.data import Batch
+    from analysis.io.batching import Batch
 
     vocab = adapter.word_embeddings.weight.shape[0]
     g = torch.Generator().manual_seed(seed)

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from analysis.io.data import Batch
+from analysis.io.batching import Batch
 from analysis.errors import HeadroomError
 from analysis.methods.importance import (HeadImportance, Progress, _nested, attention_entropy, check_cancel, compute_importance,
                          report, resolve_label_free, score_of)

@@ -177,7 +177,7 @@ def hessian_sensitivity(
 
 def _chunks(ev, batches: int, batch_size: int):
     """(batch, [hidden entering each layer], labels) for up to `batches` slices of the data."""
-    from analysis.io.data import Batch
+    from analysis.io.batching import Batch
 
     with torch.no_grad():
         sim = simulate(ev.adapter, Recipe())
