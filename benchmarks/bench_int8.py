@@ -108,7 +108,7 @@ def main() -> None:
     if args.accuracy:
         from analysis.io.datasets import load_dataset
         from analysis.measure.evaluate import Evaluator
-        from analysis.measure.lowbit import predict
+        from analysis.runtime import predict
         from analysis.measure.metrics import compute_metrics
 
         loaded_dev = load_model(args.model, device=str(device))

@@ -59,7 +59,8 @@ def random_model(shape: str, device: str):
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from analysis.core.adapters import Adapter
-    from analysis.io.models import LoadedModel, _minilm_dir, resolve_device
+    from analysis.io.models import LoadedModel, _minilm_dir
+    from analysis.runtime import resolve_device
 
     torch.manual_seed(0)
     config = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,

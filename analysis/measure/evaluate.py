@@ -36,9 +36,8 @@ from analysis.io.models import LoadedModel
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import SimulatorCache
 from analysis.measure.size import size_report
+from analysis.runtime import DEFAULT_BATCH_SIZE, DTYPES
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 512}
 
 
 @dataclass

@@ -26,11 +26,11 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
 from analysis.errors import HeadroomError
+from analysis.runtime import predict
 
 MODES = ("fp32", "int8", "bf16", "fp16")
 BACKENDS = ("auto", "torchao", "torch.ao")
@@ -165,16 +165,6 @@ def synthetic_batch(tokenizer_vocab: int, batch_size: int, seq_len: int, device,
     ids = torch.randint(low, tokenizer_vocab, (batch_size, seq_len), generator=g).to(device)
     ones = torch.ones_like(ids)
     return Batch(ids, ones, torch.zeros_like(ids), torch.arange(batch_size))
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, batches, n: int) -> np.ndarray:
-    """Argmax of the real model over an Evaluator's batches, in dataset order."""
-    preds = np.zeros(n, dtype=np.int64)
-    for b in batches:
-        logits = model(**b.model_inputs()).logits
-        preds[b.example_ids.cpu().numpy()] = logits.float().argmax(-1).cpu().numpy()
-    return preds
 
 
 def real_quantize(

@@ -40,11 +40,11 @@ from torch import nn
 
 from analysis.core.adapters import Adapter
 from analysis.errors import HeadroomError
-from analysis.measure.evaluate import DTYPES
 from analysis.measure.flops import COMPONENTS, count_flops, count_parameters
 from analysis.core.quantize import fake_quantize_activations
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import LayerWeights, additive_mask, simulate
+from analysis.runtime import DTYPES
 
 LINEAR_COMPONENTS = ("attention_qkv", "attention_output", "ffn_up", "ffn_down")
 
