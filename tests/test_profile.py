@@ -9,8 +9,8 @@ from transformers import BertConfig, BertForSequenceClassification
 from analysis.core.adapters import Adapter
 from analysis.errors import HeadroomError
 from analysis.measure.flops import count_flops, count_parameters, flops_by_component, total_flops
-from analysis.measure.profile import (Stopwatch, course_observations, profile_model, profiled_encoder_layer,
-                              sweep_seq_len, synthetic_batch)
+from analysis.measure.profile import Stopwatch, course_observations, profile_model, profiled_encoder_layer, sweep_seq_len
+from analysis.measure.timing import synthetic_batch
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import additive_mask, encoder_layer, simulate
 from analysis.measure.size import size_report
@@ -119,7 +119,7 @@ def test_flops_scale_with_sequence_length():
 def test_profiled_layer_is_the_simulated_layer(recipe):
     adapter = Adapter(tiny_model("bert"))
     sim = simulate(adapter, recipe)
-    batch = synthetic_batch(adapter, 3, 12, torch.device("cpu"))
+    batch = synthetic_batch(adapter.word_embeddings.weight.shape[0], 3, 12, torch.device("cpu"))
     x = sim.embed(batch)
     mask = additive_mask(batch.attention_mask, x.dtype)
     watch = Stopwatch(torch.device("cpu"))

@@ -36,6 +36,7 @@ from analysis.io.models import LoadedModel
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import SimulatorCache
 from analysis.measure.size import size_report
+from analysis.measure.timing import measure
 from analysis.runtime import DEFAULT_BATCH_SIZE, DTYPES
 
 
@@ -83,21 +84,6 @@ class EvalResult:
         if with_predictions:
             d["predictions"] = self.predictions.tolist()
         return d
-
-
-def measure(fn, *, warmup: int = 2, repeats: int = 5, device: torch.device | None = None) -> list[float]:
-    """Wall-clock seconds of `fn()` over `repeats` runs after `warmup` runs (CUDA synchronised)."""
-    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 class Evaluator:

@@ -44,6 +44,7 @@ from analysis.measure.flops import COMPONENTS, count_flops, count_parameters
 from analysis.core.quantize import fake_quantize_activations
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import LayerWeights, additive_mask, simulate
+from analysis.measure.timing import synthetic_batch
 from analysis.runtime import DTYPES
 
 LINEAR_COMPONENTS = ("attention_qkv", "attention_output", "ffn_up", "ffn_down")
@@ -126,18 +127,6 @@ def _hook_targets(adapter: Adapter) -> list[tuple[nn.Module, str, int | None]]:
                     (p.ffn_in, "ffn_up", i), (p.ffn_out, "ffn_down", i), (p.ffn_layernorm, "layernorm", i)]
     targets += [(m, "classifier", None) for m in adapter.classifier_modules().values()]
     return targets
-
-
-def synthetic_batch(adapter: Adapter, batch_size: int, seq_len: int, device, seed: int = 0):
-    """(B, T) random token ids, every position attended: timing depends on shapes, not on tokens."""
-    from analysis.io.batching import Batch
-
-    vocab = adapter.word_embeddings.weight.shape[0]
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(min(1000, vocab // 2), vocab, (batch_size, seq_len), generator=g).to(device)
-    ones = torch.ones_like(ids)
-    return Batch(input_ids=ids, attention_mask=ones, token_type_ids=torch.zeros_like(ids),
-                 example_ids=torch.arange(batch_size))
 
 
 # ------------------------------------------------------------------------------- the report
@@ -374,7 +363,7 @@ def profile_model(model_like, recipe: Recipe | None = None, batch_size: int = 32
     if dtype == "fp16" and dev.type == "cpu":
         raise HeadroomError("fp16 is for CUDA; use bf16 on a CPU.")
     sim = simulate(adapter, recipe, None if dtype == "fp32" else DTYPES[dtype])
-    batch = synthetic_batch(adapter, batch_size, seq_len, dev)
+    batch = synthetic_batch(adapter.word_embeddings.weight.shape[0], batch_size, seq_len, dev)
     forward_ms, ms = _time_pair(lambda: sim.forward(batch), lambda w: profiled_forward(sim, batch, w), dev, repeats, warmup)
     report = ProfileReport(
         model=name, mode="simulated", recipe=recipe.to_dict(), device=str(dev), threads=torch.get_num_threads(),
