@@ -46,8 +46,8 @@ _API = {
     # io
     "load_model": "analysis.io.models",
     "LoadedModel": "analysis.io.models",
-    "load_dataset": "analysis.io.data",
-    "TextDataset": "analysis.io.data",
+    "load_dataset": "analysis.io.datasets",
+    "TextDataset": "analysis.io.text_dataset",
     "load_papers": "analysis.io.papers",
     # measure
     "Evaluator": "analysis.measure.evaluate",

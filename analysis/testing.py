@@ -100,7 +100,7 @@ def tiny_dataset(n: int = 60, num_labels: int = 3, seed: int = 0):
     """A labelled TextDataset of short made-up sentences."""
     import random
 
-    from analysis.io.data import TextDataset
+    from analysis.io.text_dataset import TextDataset
 
     rng = random.Random(seed)
     words = "the card payment was declined again my transfer is pending please help refund top up fee".split()

@@ -13,31 +13,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import time
-
 
 import torch
 
 from analysis.core import simulate as S
-from analysis.io.data import load_dataset
+from analysis.io.datasets import load_dataset
 from analysis.measure.evaluate import Evaluator
 from analysis.io.models import load_model
 from analysis.core.recipe import Recipe
+from analysis.measure.record import write_json
+from analysis.measure.timing import measure, median_seconds
 
 
-def full_pass(ev: Evaluator, layer_fn) -> float:
-    sim = ev.simulators.get(Recipe(masked_heads=[(0, 0)]))
-    with torch.inference_mode():
-        t0 = time.perf_counter()
-        for batch in ev.batches:
-            h = sim.embed(batch)
-            mask = S.additive_mask(batch.attention_mask, h.dtype)
-            for i in sorted(sim.layers):
-                h, _ = layer_fn(h, mask, sim.layers[i])
-            sim.adapter.classify(h)
-        return time.perf_counter() - t0
+@torch.inference_mode()
+def full_pass(ev: Evaluator, sim, layer_fn) -> None:
+    """Every batch through the simulated forward `sim`, with `layer_fn` as the encoder layer."""
+    for batch in ev.batches:
+        h = sim.embed(batch)
+        mask = S.additive_mask(batch.attention_mask, h.dtype)
+        for i in sorted(sim.layers):
+            h, _ = layer_fn(h, mask, sim.layers[i])
+        sim.adapter.classify(h)
 
 
 def main(argv=None):
@@ -49,21 +45,20 @@ def main(argv=None):
     args = p.parse_args(argv)
     loaded = load_model(args.model)
     ev = Evaluator(loaded, load_dataset(loaded.default_data, loaded.card.get("eval_split", "test"), limit=args.limit))
-    eager = sorted(full_pass(ev, S.encoder_layer) for _ in range(args.repeats))
+    sim = ev.simulators.get(Recipe(masked_heads=[(0, 0)]))  # a one-head recipe, its weights prepared untimed
+    e = median_seconds(lambda: full_pass(ev, sim, S.encoder_layer), warmup=0, repeats=args.repeats, device=ev.device)
     compiled_layer = torch.compile(S.encoder_layer, dynamic=True)
-    first = full_pass(ev, compiled_layer)
-    later = sorted(full_pass(ev, compiled_layer) for _ in range(args.repeats))
-    e, c = eager[len(eager) // 2], later[len(later) // 2]
+    first = measure(lambda: full_pass(ev, sim, compiled_layer), warmup=0, repeats=1, device=ev.device)[0]
+    c = median_seconds(lambda: full_pass(ev, sim, compiled_layer), warmup=0, repeats=args.repeats, device=ev.device)
     result = {
-        "model": args.model, "examples": len(ev.dataset), "device": "cpu", "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "eager_pass_s": e, "compiled_first_pass_s": first, "compiled_pass_s": c,
+        "model": args.model, "examples": len(ev.dataset), "device": str(ev.device), "threads": torch.get_num_threads(),
+        "eager_pass_s": e, "compiled_first_pass_s": first, "compiled_pass_s": c,
         "speedup_after_compile": e / c,
         "passes_to_recover_compile_time": (first - c) / max(e - c, 1e-9),
     }
     print(json.dumps(result, indent=1))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.out, result, device=ev.device)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ in each layer and times click -> new numbers in the live metrics panel, then cli
 (the latency measurement that follows the metrics included). Medians are not taken: every click is
 one measured what-if, printed as it happens.
 
-    python benchmarks/bench_dashboard_toggle.py --out benchmarks/results/dashboard_toggle_cpu.json
+It drives the browser through the test suite's helpers (`tests.browser`), so run it as a module
+from the repository root, not as a script:
+
+    python -m benchmarks.bench_dashboard_toggle --out benchmarks/results/dashboard_toggle_cpu.json
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+from analysis.measure.record import write_json
 from tests.browser import offline_page, streamlit_app, wait_for_streamlit
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PANEL = ".st-key-metrics_panel"
 CAPTION = PANEL + " [data-testid='stCaptionContainer']"
@@ -53,20 +56,15 @@ def main(argv=None):
                 rows.append({"layer": layer, "head": head, "to_new_metrics_s": metrics_s, "to_idle_s": idle_s, "accuracy_shown": value})
                 print(f"L{layer} H{head}: new metrics after {metrics_s:.2f} s, page idle after {idle_s:.2f} s ({value})", flush=True)
             blocked = list(browser.blocked)
-    import torch
-
     result = {
         "clicks": rows,
         "median_to_new_metrics_s": statistics.median(r["to_new_metrics_s"] for r in rows),
         "max_to_new_metrics_s": max(r["to_new_metrics_s"] for r in rows),
         "requests_blocked_non_local": blocked,
-        "cpu_threads": torch.get_num_threads(),
-        "load_average_at_end": os.getloadavg(),
     }
     print(json.dumps({k: v for k, v in result.items() if k != "clicks"}, indent=1))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.out, result)  # the machine facts: the server ran on this CPU, under this load
 
 
 if __name__ == "__main__":

@@ -19,24 +19,17 @@ paired ratios over `--repeats` pairs (ablation: one pair), same process, same th
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import sys
-
 
 import torch
 
-from analysis.io.data import load_dataset
-from analysis.measure.evaluate import Evaluator, measure
+from analysis.io.datasets import load_dataset
+from analysis.measure.evaluate import Evaluator
 from analysis.methods.importance import compute_importance
 from analysis.io.models import load_model
 from analysis.core.recipe import Recipe
-
-
-def median_time(fn, repeats: int, device: torch.device) -> float:
-    """Median seconds of `fn()` over `repeats` runs, no warm-up (CUDA-synchronised): analysis.evaluate.measure."""
-    return statistics.median(measure(fn, warmup=0, repeats=repeats, device=device))
+from analysis.measure.record import write_json
+from analysis.measure.timing import median_seconds
 
 
 def load(args):
@@ -71,7 +64,8 @@ def main(argv=None):
 
     # Paired timing: each method's run follows its own evaluation pass, so load from other processes
     # on a shared machine hits both; the ratio reported is the median of the paired ratios.
-    passes = [median_time(lambda: ev.evaluate(Recipe(), full=True), 1, dev) for _ in range(args.repeats)]
+    passes = [median_seconds(lambda: ev.evaluate(Recipe(), full=True), warmup=0, repeats=1, device=dev)
+              for _ in range(args.repeats)]
     variants = []
     for m in [m.strip() for m in args.methods.split(",") if m.strip()]:
         variants.append((m, m, {}))
@@ -82,8 +76,8 @@ def main(argv=None):
     for name, method, kw in variants:
         pairs = []
         for _ in range(1 if method == "ablation" else args.repeats):
-            t_pass = median_time(lambda: ev.evaluate(Recipe(), full=True), 1, dev)
-            t_method = median_time(lambda: compute_importance(ev, method, **kw), 1, dev)
+            t_pass = median_seconds(lambda: ev.evaluate(Recipe(), full=True), warmup=0, repeats=1, device=dev)
+            t_method = median_seconds(lambda: compute_importance(ev, method, **kw), warmup=0, repeats=1, device=dev)
             passes.append(t_pass)
             pairs.append((t_method, t_pass))
         seconds = statistics.median(t for t, _ in pairs)
@@ -100,18 +94,14 @@ def main(argv=None):
         "what": "seconds of each head-importance method over the same examples, and the ratio to one full "
                 "evaluation pass measured in the same run (medians; ablation one run)",
         "model": loaded.name, "data": dataset.name, "num_examples": len(dataset), "layers": L, "heads": H,
-        "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "load_average_1_5_15min": os.getloadavg(),  # other processes on a shared machine add noise
+        "device": str(dev), "threads": torch.get_num_threads(),
         "batch_size": ev.batch_size, "repeats": args.repeats,
-        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         "one_pass_seconds": one_pass,
         "methods": {name: {"seconds": s, "ratio_to_one_pass": r} for name, s, r in rows[1:]},
         "michel_goal_met": {n: r for n, _, r in rows}.get("michel", float("inf")) <= 3.0,
     }
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.out, result, device=dev)  # with the load average: other processes add noise
         print(f"wrote {args.out}")
     return result
 

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
-import time
-
 
 import torch
 
 from analysis.io.models import load_model
-from analysis.measure.lowbit import _torch_ao_int8, _torchao_int8, build, serialized_bytes, synthetic_batch
+from analysis.measure.lowbit import _torch_ao_int8, _torchao_int8, build, serialized_bytes
+from analysis.measure.record import write_json
+from analysis.measure.timing import measure, synthetic_batch
 
 
 def variants(model, device):
@@ -46,19 +44,14 @@ def variants(model, device):
 
 @torch.inference_mode()
 def time_all(models: dict, batch, repeats: int, device) -> dict:
+    """Median ms of each model's forward, the models interleaved run by run."""
     inputs = batch.model_inputs()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for m in models.values():  # warm-up
-        m(**inputs)
-        m(**inputs)
+        measure(lambda: m(**inputs), warmup=2, repeats=0, device=device)
     times = {k: [] for k in models}
     for _ in range(repeats):
         for name, m in models.items():
-            sync()
-            t0 = time.perf_counter()
-            m(**inputs)
-            sync()
-            times[name].append(time.perf_counter() - t0)
+            times[name] += measure(lambda: m(**inputs), warmup=0, repeats=1, device=device)
     return {k: statistics.median(v) * 1000 for k, v in times.items()}
 
 
@@ -98,18 +91,16 @@ def main() -> None:
     out = {
         "what": "measured: HF forward latency of real low-precision models vs fp32, same batch, interleaved",
         "model": loaded.name, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "cpu_count": os.cpu_count(), "torch": torch.__version__,
         "batch_size": args.batch_size, "seq_len": args.seq_len, "repeats": args.repeats,
         "input": "random vocabulary ids, every position attended (no padding)",
         "serialized_mb": {k: round(v / 1e6, 3) for k, v in sizes.items()},
         "results": results, "notes": notes,
     }
     if args.accuracy:
-        from analysis.io.data import load_dataset
+        from analysis.io.datasets import load_dataset
         from analysis.measure.evaluate import Evaluator
-        from analysis.measure.lowbit import predict
-        from analysis.io.data import compute_metrics
+        from analysis.runtime import predict
+        from analysis.measure.metrics import compute_metrics
 
         loaded_dev = load_model(args.model, device=str(device))
         ds = load_dataset(loaded_dev.default_data, loaded_dev.card.get("eval_split", "test"), limit=args.limit)
@@ -122,9 +113,7 @@ def main() -> None:
         out["accuracy_examples"] = len(ev.dataset)
     print(json.dumps(out, indent=2))
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=2)
+        write_json(args.out, out, device=device)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-
 
 import torch
 
 from analysis.methods.layers import dropped_layers_for, materialized_latency
 from analysis.io.models import load_model
-from analysis.measure.lowbit import synthetic_batch
+from analysis.measure.record import write_json
+from analysis.measure.timing import synthetic_batch
 
 
 def main() -> None:
@@ -50,13 +48,10 @@ def main() -> None:
                           "full_ms": r["full_ms"], "dropped_ms": r["dropped_ms"]}), flush=True)
     out = {"what": "measured: materialized layer dropping, latency vs the full model (interleaved, median)",
            "model": loaded.name, "device": str(loaded.device), "threads": torch.get_num_threads(),
-           "device_name": torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else "cpu",
            "strategy": args.strategy, "num_layers": L, "batch_size": args.batch_size, "seq_len": args.seq_len,
            "repeats": args.repeats, "rows": rows}
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=2)
+        write_json(args.out, out, device=loaded.device)
 
 
 if __name__ == "__main__":

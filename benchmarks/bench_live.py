@@ -18,23 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import sys
 import time
-
 
 import torch
 
-from analysis.io.data import load_dataset
-from analysis.measure.evaluate import Evaluator, measure
+from analysis.io.datasets import load_dataset
+from analysis.measure.evaluate import Evaluator
 from analysis.io.models import load_model
 from analysis.core.recipe import Recipe
-
-
-def median_time(fn, repeats: int, device: torch.device) -> float:
-    """Median seconds of `fn()` over `repeats` runs, no warm-up (CUDA-synchronised): analysis.evaluate.measure."""
-    return statistics.median(measure(fn, warmup=0, repeats=repeats, device=device))
+from analysis.measure.record import write_json
+from analysis.measure.timing import median_seconds
 
 
 @torch.inference_mode()
@@ -59,7 +53,8 @@ def random_model(shape: str, device: str):
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from analysis.core.adapters import Adapter
-    from analysis.io.models import LoadedModel, _minilm_dir, resolve_device
+    from analysis.io.models import LoadedModel, _minilm_dir
+    from analysis.runtime import resolve_device
 
     torch.manual_seed(0)
     config = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -93,19 +88,19 @@ def main(argv=None):
     print(f"{loaded.name} on {dataset.name}: {len(dataset)} examples, device {dev}, "
           f"threads {torch.get_num_threads()}, repeats {args.repeats}", flush=True)
 
-    naive_s = median_time(lambda: naive_pass(loaded, dataset), args.repeats, dev)
+    naive_s = median_seconds(lambda: naive_pass(loaded, dataset), warmup=0, repeats=args.repeats, device=dev)
     naive_preds = naive_pass(loaded, dataset).numpy()
 
     t0 = time.perf_counter()
     ev = Evaluator(loaded, dataset)
     setup_s = time.perf_counter() - t0
-    full_s = median_time(lambda: ev.evaluate(Recipe(), full=True), args.repeats, dev)
+    full_s = median_seconds(lambda: ev.evaluate(Recipe(), full=True), warmup=0, repeats=args.repeats, device=dev)
     assert (ev.baseline.predictions == naive_preds).mean() > 0.99, "fast path disagrees with the naive loop"
 
     t0 = time.perf_counter()
     ev_half = Evaluator(loaded, dataset, dtype=half)
     half_setup_s = time.perf_counter() - t0
-    half_s = median_time(lambda: ev_half.evaluate(Recipe(), full=True), args.repeats, dev)
+    half_s = median_seconds(lambda: ev_half.evaluate(Recipe(), full=True), warmup=0, repeats=args.repeats, device=dev)
     half_agreement = float((ev_half.baseline.predictions == ev.baseline.predictions).mean())
 
     per_layer = []
@@ -116,7 +111,7 @@ def main(argv=None):
             ev._recipe_traces.clear()  # a fresh what-if from the baseline, not a replay of a kept trace
             return ev.evaluate(recipe)
 
-        s = median_time(whatif, args.repeats, dev)
+        s = median_seconds(whatif, warmup=0, repeats=args.repeats, device=dev)
         full = ev.evaluate(recipe, full=True)
         inc = ev.evaluate(recipe)
         same = bool((full.predictions == inc.predictions).all())
@@ -126,7 +121,7 @@ def main(argv=None):
     mean_whatif = statistics.mean(r["seconds"] for r in per_layer)
     result = {
         "model": loaded.name, "data": dataset.name, "examples": len(dataset), "device": str(dev),
-        "threads": torch.get_num_threads(), "repeats": args.repeats, "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "repeats": args.repeats,
         "naive_hf_loop_seconds": naive_s,
         "evaluator_setup_seconds": setup_s,
         "full_eval_fp32_seconds": full_s, "full_eval_fp32_speedup": naive_s / full_s,
@@ -141,9 +136,7 @@ def main(argv=None):
     }
     print(json.dumps({k: v for k, v in result.items() if k != "one_head_whatif"}, indent=1))
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.out, result, device=dev)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ heads. Here: Michel importance (per-layer L2-normalised, as in their pruning cod
 examples ranks every head; the `--fraction` least important heads (globally) are pruned; the
 Recipe is materialized (`analysis.core.materialize`: heads sliced out of Q/K/V/O, uneven heads per
 layer) and the plain HuggingFace forward of the pruned and the unpruned model is timed with
-`analysis.evaluate.measure` at batch sizes 1/8/32 and sequence lengths 32/128, alternating the
+`analysis.measure.timing.measure` at batch sizes 1/8/32 and sequence lengths 32/128, alternating the
 two models round by round so drift on a shared machine hits both alike. Masking heads with a
 zero gate in HF costs the same FLOPs as the unpruned model, so "unpruned" is also "masked".
 Size on disk = the safetensors written by `save_materialized` for each model (fp32).
@@ -17,22 +17,20 @@ Size on disk = the safetensors written by `save_materialized` for each model (fp
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import sys
 import tempfile
-
 
 import torch
 
-from analysis.io.data import load_dataset
-from analysis.measure.evaluate import Evaluator, measure
+from analysis.io.datasets import load_dataset
+from analysis.measure.evaluate import Evaluator
 from analysis.methods.heads import prune_half_recipe
 from analysis.methods.importance import michel_importance
 from analysis.core.materialize import materialize, save_materialized
 from analysis.io.models import load_model
 from analysis.core.recipe import Recipe
+from analysis.measure.record import write_json
+from analysis.measure.timing import measure
 
 
 def load(args):
@@ -118,9 +116,7 @@ def main(argv=None):
         "what": "median wall-clock ms per batch of the plain HF forward, pruned (materialized) vs unpruned, "
                 "measured in the same run, alternating rounds; sizes are safetensors bytes on disk",
         "model": loaded.name, "data": dataset.name, "num_examples": len(dataset),
-        "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "load_average_1_5_15min": os.getloadavg(),  # other processes on a shared machine slow both models
-        "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+        "device": str(dev), "threads": torch.get_num_threads(),
         "fraction_pruned": len(recipe.masked_heads) / (L * H), "heads_kept_per_layer": kept,
         "recipe": recipe.to_dict(), "importance": "michel, per-layer L2-normalised",
         "metric_name": simulated.metric_name, "baseline_metric": ev.baseline.metric, "pruned_metric_simulated": simulated.metric,
@@ -129,9 +125,7 @@ def main(argv=None):
         "size_bytes": {"unpruned": size_unpruned, "pruned": size_pruned, "ratio": size_pruned / size_unpruned},
     }
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.out, result, device=dev)  # with the load average: other processes slow both models
         print(f"wrote {args.out}")
     return result
 

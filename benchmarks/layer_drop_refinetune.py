@@ -13,22 +13,20 @@ evaluate on the same stratified test subset, with and without the re-fine-tuning
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 import time
-
 
 import torch
 import torch.nn.functional as F
 
-from analysis.io.data import collate, load_dataset, tokenize
+from analysis.io.batching import collate, tokenize
+from analysis.io.datasets import load_dataset
 from analysis.measure.evaluate import Evaluator
 from analysis.methods.layers import dropped_layers_for, layer_contributions
 from analysis.core.materialize import materialize
 from analysis.io.models import load_model
 from analysis.core.recipe import Recipe
 from analysis.io.train import length_grouped_batches, seed_everything, use_bf16
+from analysis.measure.record import write_json
 
 STRATEGIES = ("top", "bottom", "symmetric", "alternate-odd", "alternate-even", "contribution")
 
@@ -105,10 +103,9 @@ def main(argv=None):
               f"({seconds:.0f} s)", flush=True)
     result = {"model": args.model, "data": ev.dataset.name, "examples": len(ev.dataset), "k": args.k,
               "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "rows": rows}
+              "rows": rows}
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.out, result, device="cpu")
 
 
 if __name__ == "__main__":

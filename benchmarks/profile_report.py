@@ -18,12 +18,8 @@ weights, set the cost. Reports, at one batch size and sequence length:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
 import time
-
 
 import torch
 
@@ -31,6 +27,8 @@ from analysis.measure.observations import course_observations
 from analysis.measure.profile import profile_model
 from analysis.measure.profile_sweeps import sweep_batch_size, sweep_seq_len
 from analysis.core.recipe import Recipe
+from analysis.measure.record import write_json
+from analysis.runtime import device_name
 
 SHAPES = {
     "bert-base": dict(num_hidden_layers=12, num_attention_heads=12, hidden_size=768, intermediate_size=3072),
@@ -44,12 +42,6 @@ def random_model(shape: str, device: str):
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, num_labels=77, max_position_embeddings=512, **SHAPES[shape])
     return BertForSequenceClassification(config).eval().to(device)
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
 
 
 def fmt(x: float, digits: int = 2) -> str:
@@ -183,9 +175,7 @@ def main() -> None:
     md = markdown(result)
     print(md)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1, default=float)
+        write_json(args.out, result, device=args.device)
         with open(os.path.splitext(args.out)[0] + ".md", "w", encoding="utf-8") as f:
             f.write(md)
 

@@ -46,7 +46,7 @@ def loaded_model(name: str, device: str):
 
 
 def load_data(choice: DataChoice):
-    from analysis.io.data import load_dataset
+    from analysis.io.datasets import load_dataset
 
     if choice.data == "tiny":
         from analysis.testing import tiny_dataset

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from analysis.cli import main
-from analysis.io.data import load_dataset
+from analysis.io.datasets import load_dataset
 from analysis.measure.evaluate import Evaluator
 from analysis.core.materialize import materialize
 from analysis.io.models import ASSETS, load_model

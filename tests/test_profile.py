@@ -10,9 +10,10 @@ from analysis.core.adapters import Adapter
 from analysis.errors import HeadroomError
 from analysis.measure.flops import COMPONENTS, count_flops, count_parameters, flops_by_component, total_flops
 from analysis.measure.observations import course_observations
-from analysis.measure.profile import profile_model, synthetic_batch
+from analysis.measure.profile import profile_model
 from analysis.measure.profile_sweeps import sweep_seq_len
 from analysis.measure.stopwatch import Stopwatch
+from analysis.measure.timing import synthetic_batch
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import additive_mask, encoder_layer, simulate
 from analysis.measure.size import size_report
@@ -122,7 +123,7 @@ def test_profiled_layer_is_the_simulated_layer(recipe):
     # One forward: the profiler passes a stopwatch as `timer`; the arithmetic must not change.
     adapter = Adapter(tiny_model("bert"))
     sim = simulate(adapter, recipe)
-    batch = synthetic_batch(adapter, 3, 12, torch.device("cpu"))
+    batch = synthetic_batch(adapter.word_embeddings.weight.shape[0], 3, 12, torch.device("cpu"))
     x = sim.embed(batch)
     mask = additive_mask(batch.attention_mask, x.dtype)
     watch = Stopwatch(torch.device("cpu"))

@@ -96,7 +96,7 @@ def default_split(data: str) -> str:
 
 
 def load_data_from_args(args, loaded):
-    from analysis.io.data import load_dataset
+    from analysis.io.datasets import load_dataset
 
     data = args.data or loaded.default_data
     if data is None:

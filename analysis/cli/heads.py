@@ -7,7 +7,7 @@ import time
 import torch
 
 from analysis.errors import HeadroomError
-from .arguments import MAX_LENGTH, count, number
+from .arguments import count, number
 from .common import add_data_args, add_model_args, evaluator_from_args, load_data_from_args, load_model_from_args
 
 

@@ -8,7 +8,7 @@ import torch
 
 from analysis.errors import HeadroomError
 from analysis.core.recipe import parse_int_list
-from .arguments import MAX_LENGTH, count, number
+from .arguments import MAX_LENGTH, count
 from .common import add_data_args, add_model_args, evaluator_from_args
 
 

@@ -6,7 +6,7 @@ import torch
 
 from analysis.errors import HeadroomError
 from analysis.core.recipe import parse_int_list
-from .arguments import MAX_LENGTH, count, number
+from .arguments import MAX_LENGTH, count
 from .common import add_model_args, add_recipe_args, load_model_from_args, recipe_from_args
 
 

@@ -43,7 +43,7 @@ FP32_TOLERANCE = 1e-3
 
 def _require_onnxruntime():
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401  (only checks it is installed)
     except ImportError:
         raise HeadroomError("ONNX export needs onnx and onnxruntime; run pip install -r requirements.txt.") from None
 

@@ -26,6 +26,7 @@ import torch
 
 from analysis.core.adapters import Adapter
 from analysis.errors import HeadroomError
+from analysis.runtime import resolve_device
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS = REPO_ROOT / "assets"
@@ -89,16 +90,6 @@ class LoadedModel:
             "device": str(self.device),
             "default_data": self.default_data,
         }
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HeadroomError("CUDA was requested but no GPU is available on this machine; use --device cpu.")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise HeadroomError(f"Unknown device '{device}'; use cpu, cuda or auto.")
-    return torch.device(device)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

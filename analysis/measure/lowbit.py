@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import copy
 import os
-import statistics
 import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
 from analysis.errors import HeadroomError
+from analysis.measure.timing import synthetic_batch, time_forward
+from analysis.runtime import predict
 
 MODES = ("fp32", "int8", "bf16", "fp16")
 BACKENDS = ("auto", "torchao", "torch.ao")
@@ -126,16 +126,6 @@ def build(model: nn.Module, mode: str, *, backend: str = "auto", device: torch.d
 
 
 # ----------------------------------------------------------------------------------- measuring
-@torch.inference_mode()
-def time_forward(model: nn.Module, batch, *, repeats: int = 5, warmup: int = 2) -> float:
-    """Median seconds of the HF forward on `batch`."""
-    from analysis.measure.evaluate import measure
-
-    device = batch.input_ids.device
-    inputs = batch.model_inputs()
-    return statistics.median(measure(lambda: model(**inputs), warmup=warmup, repeats=repeats, device=device))
-
-
 def serialized_bytes(model: nn.Module) -> int:
     """Bytes of the model's state dict on disk: safetensors for plain tensors, torch.save otherwise.
 
@@ -154,27 +144,6 @@ def serialized_bytes(model: nn.Module) -> int:
         else:
             torch.save(state, path)
         return os.path.getsize(path)
-
-
-def synthetic_batch(tokenizer_vocab: int, batch_size: int, seq_len: int, device, seed: int = 0):
-    """A (B, T) batch of random real-vocabulary ids, all attended (for timing without data)."""
-    from analysis.io.data import Batch
-
-    g = torch.Generator().manual_seed(seed)
-    low = 1000 if tokenizer_vocab > 2000 else 5  # skip BERT's special and unused ids
-    ids = torch.randint(low, tokenizer_vocab, (batch_size, seq_len), generator=g).to(device)
-    ones = torch.ones_like(ids)
-    return Batch(ids, ones, torch.zeros_like(ids), torch.arange(batch_size))
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, batches, n: int) -> np.ndarray:
-    """Argmax of the real model over an Evaluator's batches, in dataset order."""
-    preds = np.zeros(n, dtype=np.int64)
-    for b in batches:
-        logits = model(**b.model_inputs()).logits
-        preds[b.example_ids.cpu().numpy()] = logits.float().argmax(-1).cpu().numpy()
-    return preds
 
 
 def real_quantize(
@@ -211,7 +180,7 @@ def real_quantize(
                  "build_seconds": round(build_s, 2)},
     )
     if evaluator is not None:
-        from analysis.io.data import compute_metrics
+        from analysis.measure.metrics import compute_metrics
 
         batches = [b.to(device) for b in evaluator.batches]
         n = len(evaluator.dataset)

@@ -35,22 +35,11 @@ from analysis.core.adapters import Adapter
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import simulate
 from analysis.errors import HeadroomError
-from analysis.measure.evaluate import DTYPES
 from analysis.measure.profile_materialized import profile_materialized
 from analysis.measure.profile_report import ProfileReport, component_rows
+from analysis.measure.timing import synthetic_batch
+from analysis.runtime import DTYPES
 from analysis.measure.stopwatch import load_average, peak_memory_mb, time_pair
-
-
-def synthetic_batch(adapter: Adapter, batch_size: int, seq_len: int, device, seed: int = 0):
-    """(B, T) random token ids, every position attended: timing depends on shapes, not on tokens."""
-    from analysis.io.data import Batch
-
-    vocab = adapter.word_embeddings.weight.shape[0]
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(min(1000, vocab // 2), vocab, (batch_size, seq_len), generator=g).to(device)
-    ones = torch.ones_like(ids)
-    return Batch(input_ids=ids, attention_mask=ones, token_type_ids=torch.zeros_like(ids),
-                 example_ids=torch.arange(batch_size))
 
 
 def as_adapter(model_like) -> tuple[Adapter, str]:
@@ -105,7 +94,7 @@ def profile_model(model_like, recipe: Recipe | None = None, batch_size: int = 32
     if dtype == "fp16" and dev.type == "cpu":
         raise HeadroomError("fp16 is for CUDA; use bf16 on a CPU.")
     sim = simulate(adapter, recipe, None if dtype == "fp32" else DTYPES[dtype])
-    batch = synthetic_batch(adapter, batch_size, seq_len, dev)
+    batch = synthetic_batch(adapter.word_embeddings.weight.shape[0], batch_size, seq_len, dev)
     # The same forward, untimed and timed: the stopwatch is the forward's `timer`.
     forward_ms, ms = time_pair(lambda: sim.forward(batch), lambda watch: sim.forward(batch, timer=watch),
                                dev, repeats, warmup)

@@ -15,7 +15,7 @@ from torch import nn
 
 from analysis.core.adapters import ROLES, Adapter
 from analysis.core.recipe import Recipe
-from analysis.measure.evaluate import DTYPES
+from analysis.runtime import DTYPES
 from analysis.measure.flops import COMPONENT_OF_ROLE
 from analysis.measure.profile_report import ProfileReport, component_rows
 from analysis.measure.stopwatch import load_average, peak_memory_mb, time_pair

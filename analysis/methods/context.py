@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from analysis.core.adapters import Adapter
     from analysis.core.recipe import Recipe
     from analysis.core.simulate import SimulatedModel
-    from analysis.io.data import Batch, TextDataset
+    from analysis.io.batching import Batch
+    from analysis.io.text_dataset import TextDataset
     from analysis.io.models import LoadedModel
     from analysis.measure.evaluate import EvalResult
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from analysis.io.data import Batch
+from analysis.io.batching import Batch
 from analysis.errors import HeadroomError
 from analysis.jobs import Progress, check_cancel, report
 from analysis.methods.context import EvalContext, resolve_label_free

@@ -209,7 +209,7 @@ def materialized_latency(model, dropped_layers: list[int], batch, *, repeats: in
     Both models are timed in the same call on the same (B, T) batch, interleaved, so the ratio is
     fair on a machine whose speed drifts.
     """
-    from analysis.measure.evaluate import measure
+    from analysis.measure.timing import measure
     from analysis.core.materialize import materialize
 
     device = next(model.parameters()).device

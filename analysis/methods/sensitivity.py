@@ -173,7 +173,7 @@ def hessian_sensitivity(
 
 def _chunks(ctx: EvalContext, batches: int, batch_size: int, *, label_free: bool):
     """(batch, [hidden entering each layer], targets) for up to `batches` slices of the data."""
-    from analysis.io.data import Batch
+    from analysis.io.batching import Batch
 
     with torch.no_grad():
         sim = simulate(ctx.adapter, Recipe())

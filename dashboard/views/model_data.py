@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.io.data import GLUE_TASKS
+from analysis.io.datasets import GLUE_TASKS
 from analysis.core.recipe import Recipe
 from dashboard import resources, state, widgets
 from dashboard.state import DataChoice
