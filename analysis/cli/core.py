@@ -9,6 +9,7 @@ import torch
 
 from analysis.io.outputs import atomic_write_text, check_output_dir, check_output_file
 
+from .runs import add_store_args
 from .common import (add_data_args, add_model_args, add_recipe_args, evaluator_from_args, load_model_from_args,
                      recipe_from_args)
 
@@ -25,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--predictions", default=None, help="write one JSON line per example to this (new) file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --predictions file")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    add_store_args(p)
+    p.add_argument("--no-store", action="store_true", help="do not record this evaluation in the results store")
     p.add_argument("--json", action="store_true", help="JSON on stdout (the default; kept for scripts)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -50,7 +53,10 @@ def cmd_info(args) -> dict:
 
 
 def cmd_evaluate(args) -> dict:
+    from analysis.store.store import ResultStore, record_evaluation
+
     recipe = recipe_from_args(args)
+    store = None if args.no_store else ResultStore(args.store)  # opened first: a bad --store fails now
     if args.predictions:  # checked before the work: a bad path fails now, not after the evaluation
         check_output_file(args.predictions, inputs=_inputs(args), overwrite=args.overwrite, what="predictions file")
     t0 = time.perf_counter()
@@ -79,6 +85,9 @@ def cmd_evaluate(args) -> dict:
         "setup_seconds": round(setup, 3),
         "note": "metrics and size are simulated from the recipe; latency is measured on this device",
     })
+    if store is not None:
+        out["run_id"] = store.add(record_evaluation(ev, result, source="cli", keep_predictions=True))
+        out["store"] = str(store.path)
     return out
 
 
