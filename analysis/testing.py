@@ -108,3 +108,24 @@ def tiny_dataset(n: int = 60, num_labels: int = 3, seed: int = 0):
     labels = [i % num_labels for i in range(n)]
     return TextDataset(name="tiny", texts=texts, text_pairs=None, labels=labels,
                        label_names=list(TINY_LABELS[:num_labels]), metric="accuracy", indices=list(range(n)))
+
+
+def crash_once_worker():
+    """A sweep Worker whose process dies (os._exit) on its first evaluation after `arm(path)`.
+
+    For the test that a Ray worker that dies has its tasks retried: the marker file says "crash
+    now" across the process restart, and is removed before dying so the retry succeeds.
+    """
+    import os
+
+    from analysis.sweeps.engines import Worker
+
+    class CrashOnceWorker(Worker):
+        def evaluate(self, recipe: dict, keep_predictions: bool = False) -> dict:
+            marker = os.environ.get("HEADROOM_TEST_CRASH_MARKER")
+            if marker and os.path.exists(marker):
+                os.unlink(marker)
+                os._exit(1)  # the worker process dies mid-task
+            return super().evaluate(recipe, keep_predictions)
+
+    return CrashOnceWorker
