@@ -231,6 +231,11 @@ class Recipe:
             raise HeadroomError(
                 f"weight_bits lists {len(bits)} values but the model has {num_layers} layers."
             )
+        return self.check_values()
+
+    def check_values(self) -> "Recipe":
+        """The checks that need no model: bits, granularity and num_groups are ones Headroom supports."""
+        bits = self.weight_bits if isinstance(self.weight_bits, list) else [self.weight_bits]
         for b in bits + [self.embedding_bits]:
             if b not in SUPPORTED_BITS:
                 raise HeadroomError(
