@@ -39,7 +39,8 @@ def loaded_model(name: str, device: str):
     if name == "tiny":
         from analysis.testing import tiny_loaded
 
-        return tiny_loaded(layers=3, heads=4, hidden=32, num_labels=3)
+        # hidden 48 (FFN 96): the default num_groups (12) divides every matrix, as in real BERTs
+        return tiny_loaded(layers=3, heads=4, hidden=48, num_labels=3)
     from analysis.io.models import load_model
 
     return load_model(name, device=device)

@@ -20,6 +20,7 @@ BERT-base's 144 heads still fits in ~40 characters:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass
 
 import streamlit as st
@@ -32,6 +33,14 @@ from dashboard import pages
 GRANULARITY_CODES = {"per-tensor": "pt", "per-channel": "pc", "per-head": "ph", "groups": "gr"}
 CODE_GRANULARITY = {v: k for k, v in GRANULARITY_CODES.items()}
 DEFAULT_LIMIT = 500
+MAX_LIMIT = 200_000  # the subset box's max_value (dashboard/views/model_data.py) and load_dataset's row limit
+# what a link's values may be (checked by `parse_link`; anything else: a warning and the default)
+DEVICES = ("cpu", "cuda", "auto")
+SPLITS = ("test", "train", "dev", "validation", "dev_mismatched", "validation_mismatched")
+BUNDLED_DATA = ("banking77", "banking", "sst2", "sst-2", "tiny")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# the most layers and heads a link's recipe may name (BERT-large has 24 x 16): a longer code is garbage
+MAX_LINK_LAYERS, MAX_LINK_HEADS = 128, 128
 
 # ------------------------------------------------------------------------------ session-state keys
 SESSION_KEYS: dict[str, str] = {}  # key -> what st.session_state holds under it
@@ -190,11 +199,17 @@ def decode_recipe(text: str) -> Recipe:
                 fields["symmetric"] = value != "0"
             else:
                 raise ValueError(tag)
+        if len(text) > 4096 or any(l >= MAX_LINK_LAYERS or h >= MAX_LINK_HEADS for l, h in fields.get("masked_heads", [])) \
+                or any(l >= MAX_LINK_LAYERS for l in fields.get("dropped_layers", [])):
+            raise ValueError("too large")
+        return Recipe(**fields).check_values()  # the values every model refuses (bits 99, num_groups 0)
     except (ValueError, KeyError, IndexError):
         raise HeadroomError(
             f"The recipe in the link ('{text[:40]}') is malformed; it was ignored and the baseline is shown."
         ) from None
-    return Recipe(**fields)
+    except HeadroomError as e:
+        raise HeadroomError(f"The recipe in the link cannot be used ({str(e).rstrip('.')}); "
+                            f"it was ignored and the baseline is shown.") from None
 
 
 # ------------------------------------------------------------------------------ session state
@@ -238,35 +253,91 @@ def set_choice(new: DataChoice) -> None:
         st.session_state[RECIPE] = Recipe()
 
 
-def init() -> None:
-    """On a session's first run, read the URL into session state (bad values: a warning, defaults)."""
-    if CHOICE in st.session_state:
-        return
-    c = default_choice()
-    q = st.query_params
+@dataclass
+class Link:
+    """What a shared link asks for, every value checked: the defaults where one was wrong, and why."""
+
+    choice: DataChoice
+    recipe: Recipe
+    start_page: str  # '' = the default page
+    warnings: list[str]  # one sentence per value of the link that was replaced by its default
+
+
+def _link_value_problem(name: str, value: str) -> str | None:
+    """Why a link's `name=value` cannot be used (validated like the CLI's --model/--data/...), or None."""
+    from analysis.io.datasets import GLUE_TASKS, is_file_spec
+    from analysis.io.models import DEMO_MODELS
+
+    if name == "model":
+        if value in DEMO_MODELS or value == "tiny" or os.path.isdir(value):
+            return None
+        if os.path.exists(value):
+            return f"The model in the link ('{value}') is a file, not a model directory"
+        if HUB_ID.fullmatch(value) and not value.startswith((".", "/", "~")):
+            return None  # a hub id; whether it exists is found out when it loads
+        return f"There is no model '{value}' (a demo name, a model directory or a hub id)"
+    if name == "data":
+        key = value.lower()
+        if key in BUNDLED_DATA or (key.startswith("glue:") and key[5:] in GLUE_TASKS) or \
+                (key.startswith("bolt:") and len(key) > 5):
+            return None
+        if is_file_spec(value):
+            if os.path.isdir(value):
+                return f"The data in the link ('{value}') is a directory, not a data file"
+            if not os.path.isfile(value):
+                return f"The data file in the link ('{value}') does not exist"
+            return None
+        return f"There is no dataset '{value}' (banking77, sst2, glue:<task>, bolt:<name> or a file)"
+    if name == "device" and value not in DEVICES:
+        return f"The device in the link ('{value}') is not one of {', '.join(DEVICES)}"
+    if name == "split" and value not in SPLITS:
+        return f"The split in the link ('{value}') is not one of {', '.join(SPLITS)}"
+    return None
+
+
+def parse_link(q) -> Link:
+    """Read a link's query parameters (a mapping of str to str); a bad value gives a warning and its default."""
+    c, d = default_choice(), default_choice()
     warnings = []
     for name in ("model", "data", "split", "device", "text_column", "pair_column", "label_column"):
-        if name in q and q[name].strip():
-            setattr(c, name, q[name].strip())
+        value = str(q.get(name, "")).strip()
+        if not value:
+            continue
+        problem = _link_value_problem(name, value)
+        if problem:
+            warnings.append(f"{problem}; using {getattr(d, name)}.")
+        else:
+            setattr(c, name, value)
     if "n" in q:
-        try:
-            c.limit = max(0, int(q["n"]))
-        except ValueError:
-            warnings.append(f"The subset size in the link ('{q['n']}') is not a whole number; using {c.limit}.")
-    st.session_state[CHOICE] = c
-    st.session_state[RECIPE] = Recipe()
+        text = str(q["n"]).strip()
+        if not text.isdigit() or int(text) > MAX_LIMIT:
+            warnings.append(f"The subset size in the link ('{text[:20]}') is not a whole number from 0 to "
+                            f"{MAX_LIMIT:,}; using {d.limit}.")
+        else:
+            c.limit = int(text)
+    recipe = Recipe()
     if q.get("r"):
         try:
-            st.session_state[RECIPE] = decode_recipe(q["r"])
+            recipe = decode_recipe(str(q["r"]))
         except HeadroomError as e:
             warnings.append(str(e))
-    st.session_state[URL_WARNINGS] = warnings
-    start = q.get("page", "")
+    start = str(q.get("page", ""))
     if start and start not in pages.NAMES:
         default = next(p.title for p in pages.PAGES if p.name == pages.DEFAULT)
         warnings.append(f"There is no page '{start}'; showing {default}.")
         start = ""
-    st.session_state[START_PAGE] = start
+    return Link(c, recipe, start, warnings)
+
+
+def init() -> None:
+    """On a session's first run, read the URL into session state (bad values: a warning, defaults)."""
+    if CHOICE in st.session_state:
+        return
+    link = parse_link(st.query_params)
+    st.session_state[CHOICE] = link.choice
+    st.session_state[RECIPE] = link.recipe
+    st.session_state[URL_WARNINGS] = link.warnings
+    st.session_state[START_PAGE] = link.start_page
 
 
 def sync_query_params(page: str | None = None) -> None:

@@ -162,11 +162,11 @@ def test_dropping_every_layer_is_refused_with_one_sentence():
 
 def test_bits_change_the_size():
     at = app("bits")
-    assert metric(at, "size").startswith("4.1")
+    assert metric(at, "size").startswith("6.2")  # the tiny dashboard model (hidden 48), fp32
     at.select_slider(key="bits_all").set_value(4).run()
     assert not at.exception
     assert at.session_state["recipe"].weight_bits == 4
-    assert float(metric(at, "size").split()[0]) < 4.1
+    assert float(metric(at, "size").split()[0]) < 6.1
 
 
 def test_attention_page_picks_misclassified_examples_and_truncates_long_input():

@@ -124,7 +124,7 @@ def test_equal_schemes_give_equal_fake_quantisation():
     assert fake_quantize(w, QuantScheme(32), "ffn_in", 4) is w  # full precision: nothing to do
     # the simulated model quantises with exactly the scheme built from its recipe
     adapter = Adapter(tiny_model("bert"))
-    recipe = Recipe(weight_bits=[8, 4, 2], granularity="per-head")
+    recipe = Recipe(weight_bits=[8, 4, 2], granularity="per-head", num_groups=4)  # 4 divides the tiny FFN's 64 rows
     sim = simulate(adapter, recipe)
     for i in range(3):
         scheme = QuantScheme.for_layer(recipe, i, 3)
@@ -269,7 +269,7 @@ def test_cli_quantize_sensitivity_allocate(capsys, cli_files):
 
     model, data, d = cli_files
     base = ["--model", model, "--data", data]
-    assert main(["quantize", *base, "--bits", "4", "--granularity", "per-head"]) == 0
+    assert main(["quantize", *base, "--bits", "4", "--granularity", "per-head", "--num-groups", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["recipe"]["weight_bits"] == 4 and "simulated" in out["mode"] and out["size"]["mb"] < out["size"]["baseline_mb"]
     assert main(["quantize", *base, "--real", "int8", "--int8-backend", "torch.ao", "--latency-batch-size", "4",

@@ -42,8 +42,8 @@ def test_validation_messages(recipe, message):
 @pytest.mark.parametrize("text, message", [
     ("{", "not valid JSON"),
     ("[1, 2]", "must be a JSON object"),
-    ('{"masked_heads": [[1]]}', "malformed value"),
-    ('{"dropped_layers": ["x"]}', "malformed value"),
+    ('{"masked_heads": [[1]]}', r"masked_heads must be a list of \[layer, head\] pairs"),
+    ('{"dropped_layers": ["x"]}', "dropped_layers must be a list of whole numbers"),
     ('{"prune": 3}', "Unknown recipe field"),
 ])
 def test_bad_json(text, message):

@@ -3,6 +3,8 @@
 Each command group lives in its own module (core, heads, layers, quantization, profile, recipes) and
 registers its sub-commands with `register(subparsers)`. Errors a user can cause print one
 sentence on stderr and exit with status 2; nothing prints a traceback unless HEADROOM_DEBUG=1.
+Inputs that are suspicious but usable (some empty texts, labels matched by order) are scored and
+listed in the JSON's "warnings" (and on stderr).
 """
 
 from __future__ import annotations
@@ -68,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         except SystemExit as e:  # --help (0) or a bad argument (2, its sentence already printed)
             return int(e.code or 0)
         result = args.func(args)
+        warnings = getattr(args, "warnings", None)
+        for w in warnings or ():
+            print(f"warning: {w}", file=sys.stderr)
         if result is not None:
-            emit(result)
+            emit({**result, "warnings": list(warnings)} if warnings and isinstance(result, dict) else result)
     except BrokenPipeError:  # `headroom ... | head`: the reader left; not an error of the run
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

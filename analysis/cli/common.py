@@ -107,8 +107,19 @@ def load_data_from_args(args, loaded):
     split = split or default_split(data)
     if args.limit is not None and args.limit < 1:
         raise HeadroomError("--limit must be a positive number of examples.")
-    return load_dataset(data, split, limit=args.limit, seed=args.seed, text_column=args.text_column,
-                        pair_column=args.pair_column, label_column=args.label_column)
+    dataset = load_dataset(data, split, limit=args.limit, seed=args.seed, text_column=args.text_column,
+                           pair_column=args.pair_column, label_column=args.label_column)
+    note_warnings(args, dataset.warnings)
+    return dataset
+
+
+def note_warnings(args, warnings: list[str]) -> None:
+    """Keep what looked suspicious about the inputs; `analysis.cli.main` adds it to the JSON as "warnings"."""
+    kept = getattr(args, "warnings", None)
+    if kept is None:
+        kept = []
+        setattr(args, "warnings", kept)
+    kept.extend(w for w in warnings if w not in kept)
 
 
 def evaluator_from_args(args, loaded=None):
@@ -116,4 +127,6 @@ def evaluator_from_args(args, loaded=None):
 
     loaded = loaded or load_model_from_args(args)
     dataset = load_data_from_args(args, loaded)
-    return Evaluator(loaded, dataset, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype)
+    ev = Evaluator(loaded, dataset, max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype)
+    note_warnings(args, ev.dataset.warnings)  # aligning the labels may have added one
+    return ev

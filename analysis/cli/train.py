@@ -19,7 +19,10 @@ def register(sub) -> None:
     p.add_argument("--max-length", type=MAX_LENGTH, default=128)
     p.add_argument("--seed", type=count(0), default=0)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--eval-split", default="test", help="split scored at the end ('none' to skip)")
+    p.add_argument("--eval-split", default="test", help="split of a bundled dataset scored at the end ('none' to skip)")
+    p.add_argument("--eval-data", default=None, help="a labelled file scored at the end (for --data FILE, which has "
+                   "no test split of its own)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory (whole)")
     p.add_argument("--train-split", default="train")
     p.add_argument("--holdout", type=count(0), default=0, help="stratified train examples kept out and scored")
     p.add_argument("--warmup-ratio", type=number(0, 1, below=True), default=0.1)
@@ -37,4 +40,5 @@ def cmd_train(args) -> dict:
                  freeze_word_embeddings=not args.train_word_embeddings,
                  eval_split=None if args.eval_split.lower() == "none" else args.eval_split,
                  warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
-                 train_split=args.train_split, holdout=args.holdout, command=command)
+                 train_split=args.train_split, holdout=args.holdout, command=command, eval_data=args.eval_data,
+                 overwrite=args.overwrite)

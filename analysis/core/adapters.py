@@ -218,6 +218,27 @@ class Adapter:
                 raise HeadroomError(
                     f"Head {layer}:{head} does not exist; layer {layer} of this pruned model has {n} heads (0-{n - 1})."
                 )
+        problem = self._num_groups_problem(recipe)
+        if problem:
+            raise HeadroomError(problem)
+
+    def _num_groups_problem(self, recipe) -> str | None:
+        """num_groups must divide the rows of every encoder matrix it splits (the quantised ones under its
+        granularity); the word embeddings use the largest divisor of the vocabulary instead (see the field)."""
+        from analysis.core.quantize import num_groups_problem, uses_row_groups
+
+        integer = lambda bits: bits < 16  # 16 (fp16) and 32 have no ranges
+        rows = {}
+        bits = recipe.layer_bits(self.num_layers)
+        dropped = set(recipe.dropped_layers)
+        for i in range(self.num_layers):
+            if i in dropped or not integer(bits[i]):
+                continue
+            parts = self.layer(i)
+            for role in ROLES:
+                if uses_row_groups(recipe.granularity, role):
+                    rows[f"layer {i}'s {role} matrix"] = getattr(parts, role).weight.shape[0]
+        return num_groups_problem(recipe.num_groups, rows) if rows else None
 
     def shares_layers(self) -> bool:
         """True when several layer indices run the same weights (ALBERT)."""

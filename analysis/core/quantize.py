@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from analysis.core.adapters import head_axis
+from analysis.core.adapters import EMBEDDING_ROLE, head_axis
 from analysis.core.recipe import DEFAULT_NUM_GROUPS, GRANULARITIES, MAX_NUM_GROUPS, SUPPORTED_BITS
 from analysis.errors import HeadroomError
 
@@ -104,8 +104,16 @@ def _group_view(weight: torch.Tensor, scheme: QuantScheme, role: str, head_size:
         heads = in_features // head_size
         t = weight.t().reshape(heads, -1)  # (heads, head_size * out)
         return t, lambda g: g.reshape(in_features, out_features).t()
-    # "groups", and FFN matrices under "per-head": equal row groups (a divisor of out_features).
-    groups = _largest_divisor_at_most(out_features, scheme.num_groups)
+    # "groups", and FFN matrices under "per-head": num_groups equal row groups. A num_groups that
+    # does not divide the rows is refused, never rounded to a divisor behind the user's back
+    # (`Adapter.validate` checks the whole model before any work with `num_groups_problem`).
+    # The word embeddings are the exception, documented with the field: a vocabulary (30522 rows in
+    # BERT's) is rarely divisible, so they use the largest divisor of their rows not above num_groups.
+    groups = scheme.num_groups
+    if role == EMBEDDING_ROLE:
+        groups = _largest_divisor_at_most(out_features, groups)
+    elif out_features % groups:
+        raise HeadroomError(num_groups_problem(groups, {f"this {role} matrix": out_features}))
     return weight.reshape(groups, -1), lambda g: g.reshape(out_features, in_features)
 
 
@@ -116,8 +124,33 @@ def _largest_divisor_at_most(n: int, k: int) -> int:
     return k
 
 
+def uses_row_groups(granularity: str, role: str) -> bool:
+    """Whether `num_groups` splits a matrix of `role` under `granularity` (else it is not used)."""
+    return granularity == "groups" or (granularity == "per-head" and head_axis(role) is None)
+
+
+def num_groups_problem(num_groups: int, rows: dict[str, int]) -> str | None:
+    """The sentence refusing `num_groups` for matrices with these row counts, or None if it divides them all.
+
+    `rows` maps a matrix's description ("layer 0's query", "the word embeddings") to its rows.
+    """
+    bad = [(what, n) for what, n in rows.items() if n % num_groups]
+    if not bad:
+        return None
+    what, n = bad[0]
+    common = math.gcd(*rows.values())
+    divisors = [d for d in range(1, min(common, MAX_NUM_GROUPS) + 1) if common % d == 0]
+    shown = ", ".join(map(str, divisors[:16])) + (", ..." if len(divisors) > 16 else "")
+    return (f"num_groups {num_groups} does not divide the {n} rows of {what} (row groups must be equal); "
+            f"values that divide every quantised encoder matrix of this model: {shown}.")
+
+
 def num_ranges(shape: tuple[int, int], scheme: QuantScheme, role: str, head_size: int) -> int:
     """How many ranges (scales) `fake_quantize` uses for a matrix of this shape: `_group_view`'s rows."""
+    rows = shape[0]
+    if uses_row_groups(scheme.granularity, role) and role != EMBEDDING_ROLE and rows % scheme.num_groups:
+        # a matrix sliced after quantisation (heads pruned): it keeps at most the full matrix's ranges
+        return min(scheme.num_groups, rows)
     meta = torch.empty(shape, device="meta")  # shapes only, no memory
     return _group_view(meta, scheme, role, head_size)[0].shape[0]
 

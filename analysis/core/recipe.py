@@ -12,6 +12,9 @@ A Recipe does not know the model's size; `validate(num_layers, num_heads)` check
 from __future__ import annotations
 
 import json
+import math
+import numbers
+import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import numpy as np
@@ -62,7 +65,9 @@ class Recipe:
              "equal row groups per matrix")
     num_groups: int = _field(
         DEFAULT_NUM_GROUPS,
-        help="row groups per matrix for granularity 'groups' (and for FFN matrices under 'per-head')")
+        help="row groups per matrix for granularity 'groups' (and for FFN matrices under 'per-head'); it must "
+             "divide the rows of every quantised encoder matrix (refused otherwise); the word embeddings, whose "
+             "vocabulary rarely divides, use the largest divisor of their rows not above it")
     symmetric: bool = _field(
         True, help="symmetric ranges (zero-point 0), or asymmetric (min/max with a zero-point)")
     activation_bits: int = _field(
@@ -72,12 +77,12 @@ class Recipe:
 
     # ------------------------------------------------------------------ construction, JSON
     def __post_init__(self):
-        self.masked_heads = sorted({(int(l), int(h)) for l, h in self.masked_heads})
-        self.dropped_layers = sorted({int(l) for l in self.dropped_layers})
-        if isinstance(self.weight_bits, (list, tuple)):
-            self.weight_bits = [int(b) for b in self.weight_bits]
-        else:
-            self.weight_bits = int(self.weight_bits)
+        # Every field is checked against its declared type (bools are not ints, 4.9 is not a
+        # layer, "no" is not False): a value that would have to be coerced is refused instead.
+        for name, hint in _field_types().items():
+            setattr(self, name, _conform(getattr(self, name), hint, name))
+        self.masked_heads = sorted(set(self.masked_heads))
+        self.dropped_layers = sorted(set(self.dropped_layers))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -97,16 +102,7 @@ class Recipe:
             raise HeadroomError(
                 f"Unknown recipe field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}."
             )
-        try:
-            heads = d.get("masked_heads", [])
-            if any(not isinstance(p, (list, tuple)) or len(p) != 2 for p in heads):
-                raise ValueError
-            return cls(**d)
-        except (TypeError, ValueError):
-            raise HeadroomError(
-                "The recipe has a malformed value: masked_heads must be [layer, head] pairs, "
-                "dropped_layers a list of integers, weight_bits an integer or a list of integers."
-            ) from None
+        return cls(**d)  # __post_init__ checks every value against its field's type
 
     @classmethod
     def from_json(cls, text: str) -> "Recipe":
@@ -235,6 +231,11 @@ class Recipe:
             raise HeadroomError(
                 f"weight_bits lists {len(bits)} values but the model has {num_layers} layers."
             )
+        return self.check_values()
+
+    def check_values(self) -> "Recipe":
+        """The checks that need no model: bits, granularity and num_groups are ones Headroom supports."""
+        bits = self.weight_bits if isinstance(self.weight_bits, list) else [self.weight_bits]
         for b in bits + [self.embedding_bits]:
             if b not in SUPPORTED_BITS:
                 raise HeadroomError(
@@ -249,6 +250,89 @@ class Recipe:
         if not 1 <= self.num_groups <= MAX_NUM_GROUPS:
             raise HeadroomError(f"num_groups must be between 1 and {MAX_NUM_GROUPS}.")
         return self
+
+
+class _Refused(Exception):
+    """A value that does not have its field's type (turned into one HeadroomError by `_conform`)."""
+
+
+def _field_types() -> dict:
+    """Recipe's field types, resolved from their annotations once (`from __future__` makes them strings)."""
+    global _FIELD_TYPES
+    if _FIELD_TYPES is None:
+        _FIELD_TYPES = typing.get_type_hints(Recipe)
+    return _FIELD_TYPES
+
+
+_FIELD_TYPES: dict | None = None
+
+
+def _describe(hint) -> str:
+    """A field type in a user's words: 'a whole number', 'a list of [layer, head] pairs', ..."""
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "a whole number"
+    if hint is str:
+        return "a string"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list and args and typing.get_origin(args[0]) is tuple:
+        return "a list of [layer, head] pairs of whole numbers"
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ').replace('number', 'numbers')}"
+    if origin is tuple:
+        return f"a pair of {_describe(args[0]).removeprefix('a ').replace('number', 'numbers')}"
+    return " or ".join(_describe(a) for a in args)
+
+
+def _check(value, hint):
+    """`value` as type `hint` (ints from numpy ints, tuples from JSON lists); raise _Refused otherwise."""
+    if hint is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise _Refused
+    if hint is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
+        raise _Refused
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _Refused
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _Refused
+        return [_check(v, args[0]) for v in value]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise _Refused
+        return tuple(_check(v, a) for v, a in zip(value, args))
+    for arm in args:  # a union: the first arm the value fits
+        try:
+            return _check(value, arm)
+        except _Refused:
+            pass
+    raise _Refused
+
+
+def _shown(value) -> str:
+    """The value as the user wrote it in JSON (Infinity, NaN, true), shortened."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _conform(value, hint, name: str):
+    try:
+        return _check(value, hint)
+    except _Refused:
+        extra = ""
+        if isinstance(value, float) and not math.isfinite(value):
+            extra = " (1e400, Infinity and NaN are never valid recipe values)"
+        raise HeadroomError(f"Recipe field {name} must be {_describe(hint)}, not {_shown(value)}{extra}.") from None
 
 
 def field_help(name: str) -> str:

@@ -47,7 +47,7 @@ def load_dataset(spec: str, split: str = "test", *, limit: int | None = None, se
     spec = str(spec).strip()
     key = spec.lower()
     split = str(split).strip().lower()
-    if key.endswith(FILE_SUFFIXES) or os.path.sep in spec or Path(spec).is_file():
+    if is_file_spec(spec):
         ds = load_file(spec, text_column=text_column, pair_column=pair_column,
                        label_column=label_column, max_examples=max_examples)
     elif key in ("banking77", "banking", "bolt:banking", "bolt:banking77"):
@@ -64,6 +64,12 @@ def load_dataset(spec: str, split: str = "test", *, limit: int | None = None, se
     if limit is not None:
         ds = stratified_subset(ds, limit, seed)
     return ds
+
+
+def is_file_spec(spec: str) -> bool:
+    """Whether `spec` names a user's file (a path) rather than a bundled dataset."""
+    spec = str(spec).strip()
+    return spec.lower().endswith(FILE_SUFFIXES) or os.path.sep in spec or Path(spec).is_file()
 
 
 def _bolt_data_dir() -> Path:

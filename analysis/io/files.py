@@ -34,6 +34,12 @@ def _read_table(path: Path, text: str) -> list[dict]:
         except Exception as e:
             raise HeadroomError(f"{path.name} could not be parsed as {suffix[1:].upper()} ({str(e).strip()}); "
                                 f"check its delimiter and quoting.") from None
+        # pandas renames a repeated header ('text', 'text.1'), so the repeat is read from the header itself
+        header = next(csv.reader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",", quoting=quoting), [])
+        duplicated = sorted({c for c in header if header.count(c) > 1})
+        if duplicated:
+            raise HeadroomError(f"{path.name} has more than one column named {', '.join(repr(c) for c in duplicated)}; "
+                                f"rename them so each column has one name.")
         return df.to_dict("records")
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
@@ -86,13 +92,27 @@ def load_file(spec: str, *, text_column: str | None = None, pair_column: str | N
         raise HeadroomError(f"{path.name} has no column {', '.join(repr(c) for c in missing)}; its columns are "
                             f"{', '.join(columns)}: name the right ones with --text-column/--label-column.")
     label_column = label_column or ("label" if "label" in columns else None)
+    nested = next((n for n, r in enumerate(rows, start=1) for c in (text_column, pair_column)
+                   if c and isinstance(r.get(c), (list, dict))), None)
+    if nested is not None:
+        raise HeadroomError(f"{path.name} row {nested} has a JSON list or object as its text; each text must be "
+                            f"a string.")
     texts = [_cell(r.get(text_column)) for r in rows]
     pairs = [_cell(r.get(pair_column)) for r in rows] if pair_column else None
+    warnings = []
+    empty = [n for n, t in enumerate(texts, start=1) if not t]
+    if len(empty) == len(texts):
+        raise HeadroomError(f"Every text in column '{text_column}' of {path.name} is empty; name the column that "
+                            f"holds the texts with --text-column.")
+    if empty:
+        warnings.append(f"{len(empty)} of {len(texts)} texts in {path.name} are empty (row{'s' if len(empty) > 1 else ''} "
+                        f"{', '.join(map(str, empty[:5]))}{' ...' if len(empty) > 5 else ''}); they are scored as "
+                        f"empty inputs.")
     labels, label_names = None, []
     if label_column:
         labels, label_names = _encode_labels([_cell(r.get(label_column)) for r in rows], path.name)
     return TextDataset(name=path.name, texts=texts, text_pairs=pairs, labels=labels, label_names=label_names,
-                       metric="accuracy", indices=list(range(len(texts))))
+                       metric="accuracy", indices=list(range(len(texts))), warnings=warnings)
 
 
 def _cell(value) -> str:

@@ -160,10 +160,19 @@ def _load_demo(name: str) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     path = ASSETS / DEMO_MODELS[name]
-    card_file = path / "headroom.json"
-    if not card_file.exists():
+    if not (path / "headroom.json").exists():
         raise HeadroomError(f"The demo model '{name}' is missing from {path}; reinstall or re-clone Headroom.")
-    card = json.loads(card_file.read_text())
+    return _load_headroom_checkpoint(path, name, "demo")
+
+
+@torch.no_grad()
+def _load_headroom_checkpoint(path: Path, name: str, kind: str) -> LoadedModel:
+    """A headroom-demo-v1 checkpoint (`analysis.io.train`): its weights, plus the word embeddings and
+    tokenizer of the base package it names (the bundled demos, or a user's `train --base minilm --out DIR`)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    card = json.loads((path / "headroom.json").read_text())
     config = AutoConfig.from_pretrained(str(path))
     model = AutoModelForSequenceClassification.from_config(config)
     state = {k: v.float() for k, v in _read_safetensors_dir(path).items()}
@@ -173,10 +182,11 @@ def _load_demo(name: str) -> LoadedModel:
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise HeadroomError(f"The demo checkpoint in {path} is incomplete ({(missing + unexpected)[:3]}); re-clone Headroom.")
+        raise HeadroomError(f"The checkpoint in {path} is incomplete ({(missing + unexpected)[:3]}); "
+                            f"re-clone Headroom for a demo model, or train yours again.")
     tokenizer = AutoTokenizer.from_pretrained(str(_minilm_dir()))
     model.eval()
-    return LoadedModel(name, str(path), "demo", model, tokenizer, Adapter(model), torch.device("cpu"), card)
+    return LoadedModel(name, str(path), kind, model, tokenizer, Adapter(model), torch.device("cpu"), card)
 
 
 # --------------------------------------------------------------------------------- directories
@@ -204,11 +214,13 @@ def _load_directory(path: str, *, trust_remote_code: bool, allow_pickle: bool) -
     if not (p / "config.json").exists():
         raise HeadroomError(f"'{path}' is not a model directory: it has no config.json.")
     demo = next((name for name, d in DEMO_MODELS.items() if _same_dir(p, ASSETS / d)), None)
-    if demo is not None or (p / "headroom.json").exists() and "from_base" in _read_json(p / "headroom.json"):
+    if demo is not None:
         raise HeadroomError(
             f"'{path}' is where a demo model is stored, without its tokenizer and word embeddings; "
-            f"load it by name instead (--model {demo or 'demo'})."
+            f"load it by name instead (--model {demo})."
         )
+    if _read_json(p / "headroom.json").get("from_base"):  # trained by `train`: re-attach the base's parts
+        return _load_headroom_checkpoint(p, p.name, "directory")
     if not any((p / f).exists() for f in TOKENIZER_FILES):
         raise HeadroomError(
             f"'{path}' has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); save the tokenizer beside "

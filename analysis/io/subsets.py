@@ -1,7 +1,8 @@
 """Which examples, under which label numbers: stratified subsets and aligning data labels to a model's.
 
 `stratified_subset` keeps a deterministic share of every class (the `limit` of `load_dataset`);
-`align_labels` renumbers a dataset's labels to the model's `id2label`, by name or by integer.
+`align_labels` renumbers a dataset's labels to the model's `id2label`, by name or by integer (and warns,
+in the dataset's `warnings`, when a model with unnamed LABEL_k classes is matched by sorted order).
 """
 
 from dataclasses import replace
@@ -43,6 +44,7 @@ def align_labels(ds: TextDataset, id2label: dict[int, str]) -> TextDataset:
     model_names = [id2label.get(i, f"LABEL_{i}") for i in range(max(id2label) + 1)] if id2label else []
     if ds.labels is None:
         return replace(ds, label_names=model_names)
+    warnings = list(ds.warnings)
     by_name = {n.lower(): i for i, n in enumerate(model_names)}
     data_names = [n.lower() for n in ds.label_names]
     used = sorted(set(ds.labels))
@@ -56,9 +58,16 @@ def align_labels(ds: TextDataset, id2label: dict[int, str]) -> TextDataset:
             raise HeadroomError(f"The data has labels {', '.join(outside[:5])} but the model has only "
                                 f"{len(model_names)} classes; pick data made for this model.")
         mapping = as_int
+        by_order = [l for l in used if not data_names[l].isdigit()]
+        if by_order:
+            pairs = ", ".join(f"{ds.label_names[l]} -> {model_names[mapping[l]]}" for l in by_order[:4])
+            warnings = warnings + [
+                f"The model's labels have no names (LABEL_0 ...), so the data's labels were matched to them by "
+                f"sorted order ({pairs}{' ...' if len(by_order) > 4 else ''}); check that this is the order the "
+                f"model was trained with."]
     else:
         unknown = [ds.label_names[l] for l in used if data_names[l] not in by_name]
         raise HeadroomError(f"The model does not know the data's labels {', '.join(unknown[:5])}"
                             f"{' ...' if len(unknown) > 5 else ''} (it knows {', '.join(model_names[:5])}"
                             f"{' ...' if len(model_names) > 5 else ''}); pick data made for this model.")
-    return replace(ds, labels=[mapping[l] for l in ds.labels], label_names=model_names)
+    return replace(ds, labels=[mapping[l] for l in ds.labels], label_names=model_names, warnings=warnings)

@@ -4,7 +4,7 @@ It is plain data: subsetting (`analysis.io.subsets`) and batching (`analysis.io.
 new ones or read it, and `indices` keeps each example's place in its source split through both.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -18,6 +18,9 @@ class TextDataset:
     label_names: list[str]
     metric: str               # "accuracy" | "f1" | "matthews": the task's headline metric
     indices: list[int]        # position of each example in the full source split (kept through subsetting)
+    # what looked suspicious when loading or aligning it (some empty texts, labels matched by order):
+    # one sentence each, carried to the CLI's JSON ("warnings") and the dashboard
+    warnings: list[str] = field(default_factory=list)
 
     def __len__(self):
         return len(self.texts)

@@ -21,6 +21,12 @@ out and the loader re-attaches them from the pip package: a demo checkpoint is ~
 
 `--holdout N` keeps a stratified N examples of the train split out of training and scores them,
 so hyper-parameters can be chosen without looking at the test set.
+
+A user's own file trains too (`--data my.csv`): a file has no splits, so it is never scored on
+itself; `--eval-data other.csv` names the evaluation file (its labels matched to the train file's
+by name), and `--holdout N` keeps part of the file out for choosing hyper-parameters. The
+checkpoint is written through `analysis.io.outputs`: checked before training (not an input, not
+a non-empty directory unless `--overwrite`), built in a temporary directory and renamed in whole.
 """
 
 import json
@@ -37,8 +43,9 @@ import torch
 import torch.nn.functional as F
 
 from analysis.io.batching import collate, make_batches, tokenize
-from analysis.io.datasets import load_dataset
-from analysis.io.subsets import stratified_subset
+from analysis.io.datasets import is_file_spec, load_dataset
+from analysis.io.outputs import atomic_directory, check_output_dir
+from analysis.io.subsets import align_labels, stratified_subset
 from analysis.io.text_dataset import TextDataset
 from analysis.measure.metrics import compute_metrics
 from analysis.errors import HeadroomError
@@ -126,8 +133,13 @@ def train(base: str, data: str, out_dir: str | None, *, epochs: int = 10, lr: fl
           batch_size: int = 32, max_length: int = 128, seed: int = 0, device: str | None = "auto",
           freeze_word_embeddings: bool = True, eval_split: str | None = "test",
           warmup_ratio: float = 0.1, weight_decay: float = 0.01, train_split: str = "train",
-          holdout: int = 0, command: str | None = None) -> dict:
-    """Fine-tune `base` on `data`, score the holdout and `eval_split` (None: skip), save to out_dir (None: don't)."""
+          holdout: int = 0, command: str | None = None, eval_data: str | None = None,
+          overwrite: bool = False) -> dict:
+    """Fine-tune `base` on `data`, score the holdout and the evaluation set, save to out_dir (None: don't).
+
+    The evaluation set is `eval_data` (a file) when given, else the `eval_split` of a bundled
+    dataset (None: skip); a user's file has no other split, so without `eval_data` it is not scored.
+    """
     from transformers import AutoTokenizer, BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -135,6 +147,10 @@ def train(base: str, data: str, out_dir: str | None, *, epochs: int = 10, lr: fl
         raise HeadroomError("Epochs, batch size and learning rate must be positive, warm-up in [0, 1) "
                             "and holdout non-negative.")
     dev = resolve_device(device)
+    base_path, base_package = resolve_base(base)
+    if out_dir:  # before the work: a bad output path fails now, not after training
+        check_output_dir(out_dir, inputs=[data if is_file_spec(data) else None, eval_data, base_path],
+                         overwrite=overwrite, what="checkpoint directory")
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
@@ -149,9 +165,18 @@ def train(base: str, data: str, out_dir: str | None, *, epochs: int = 10, lr: fl
         held = stratified_subset(full, holdout, HOLDOUT_SEED)
         held_set = set(held.indices)
         full = select(full, [i for i, j in enumerate(full.indices) if j not in held_set])
-    test = load_dataset(data, eval_split) if eval_split else None
+    _check_trainable(full)
+    if eval_data:
+        test = load_dataset(eval_data)
+    elif eval_split and not is_file_spec(data):
+        test = load_dataset(data, eval_split)
+    else:  # a file has no test split: loading it again would score the model on its own training data
+        test = None
+    if test is not None:
+        if test.labels is None:
+            raise HeadroomError(f"{test.name} has no labels, so it cannot score the model; add a label column.")
+        test = align_labels(test, dict(enumerate(full.label_names)))  # the eval file's names -> train ids
 
-    base_path, base_package = resolve_base(base)
     names = full.label_names
     hf_logging.set_verbosity_error()  # the "newly initialised classifier" notice is expected here
     tokenizer = AutoTokenizer.from_pretrained(base_path)
@@ -216,31 +241,60 @@ def train(base: str, data: str, out_dir: str | None, *, epochs: int = 10, lr: fl
               "freeze_word_embeddings": freeze_word_embeddings, "bf16_autocast": bf16, "device": device_name(dev),
               "train_seconds": round(train_seconds, 1), "history": history,
               "holdout": evaluate(model, held, tokenizer, max_length, dev) if held is not None else None,
-              "eval_split": test.name.rsplit(":", 1)[1] if test else None,
+              "eval_split": _split_of(test),
+              "eval_data": test.name if test else None, "warnings": full.warnings + (test.warnings if test else []),
               "eval": evaluate(model, test, tokenizer, max_length, dev) if test else None,
               "command": command or _command_line(locals()), "out_dir": out_dir}
     if out_dir:
         drop = freeze_word_embeddings and base_package is not None
-        save_demo_checkpoint(model, tokenizer, out_dir, result, base_package if drop else None, full, test)
+        save_demo_checkpoint(model, tokenizer, out_dir, result, base_package if drop else None, full, test,
+                             overwrite=overwrite)
     return result
+
+
+def _check_trainable(ds: TextDataset) -> None:
+    """Refuse a train set a classifier cannot learn from (it would fit one label with loss 0 and exit 0)."""
+    if len(ds) < 2:
+        raise HeadroomError(f"{ds.name} has {len(ds)} training example{'s' if len(ds) != 1 else ''}; "
+                            f"training needs at least two, of at least two classes.")
+    classes = sorted(set(ds.labels))
+    if len(classes) < 2:
+        raise HeadroomError(f"Every training example of {ds.name} has the label '{ds.label_names[classes[0]]}'; "
+                            f"a classifier needs at least two classes to learn from.")
+
+
+def _split_of(ds: TextDataset | None) -> str | None:
+    """'test' from 'banking77:test'; None for a user's file (its name has no split)."""
+    if ds is None or ":" not in ds.name:
+        return None
+    return ds.name.rsplit(":", 1)[1]
 
 
 def _command_line(args: dict) -> str:
     flags = ["--base", args["base"], "--data", args["data"], "--epochs", args["epochs"], "--lr", args["lr"],
              "--batch-size", args["batch_size"], "--max-length", args["max_length"], "--seed", args["seed"],
              "--holdout", args["holdout"], "--eval-split", args["eval_split"] or "none"]
+    if args.get("eval_data"):
+        flags += ["--eval-data", args["eval_data"]]
     if args["out_dir"]:
         flags += ["--out", args["out_dir"]]
     return "python -m analysis train " + " ".join(shlex.quote(str(f)) for f in flags)
 
 
 def save_demo_checkpoint(model, tokenizer, out_dir: str, result: dict, base_package: str | None,
-                         train_ds: TextDataset, test: TextDataset | None) -> None:
-    """Write config.json, fp16 model.safetensors (word embeddings left out if from a package), headroom.json, card."""
+                         train_ds: TextDataset, test: TextDataset | None, *, overwrite: bool = False) -> None:
+    """Write config.json, fp16 model.safetensors (word embeddings left out if from a package), headroom.json, card.
+
+    All of it is built in a temporary directory and renamed into place (`outputs.atomic_directory`).
+    """
+    with atomic_directory(out_dir, overwrite=overwrite, what="checkpoint directory") as out:
+        _write_checkpoint(model, tokenizer, out, result, base_package, train_ds, test)
+
+
+def _write_checkpoint(model, tokenizer, out: Path, result: dict, base_package: str | None,
+                      train_ds: TextDataset, test: TextDataset | None) -> None:
     from safetensors.torch import save_file
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(out)
     state = {name: t.detach().to("cpu", torch.float16).contiguous()
@@ -254,6 +308,8 @@ def save_demo_checkpoint(model, tokenizer, out_dir: str, result: dict, base_pack
             "metric": test.metric if test else train_ds.metric}
     (out / "headroom.json").write_text(json.dumps(meta, indent=2) + "\n")
     (out / "MODEL_CARD.md").write_text(model_card(result, train_ds, test))
+    if base_package is None:  # nothing to re-attach from a package: the tokenizer travels with the weights
+        tokenizer.save_pretrained(out)
 
 
 def model_card(r: dict, train_ds: TextDataset, test: TextDataset | None) -> str:

@@ -95,6 +95,8 @@ def _baseline_card(choice: DataChoice) -> None:
                    f"max length {d['max_length']} · data {ev.dataset.name}, {len(ev.dataset)} examples"
                    + (f", {ev.num_truncated} truncated at {ev.max_length} tokens" if ev.num_truncated else "")
                    + f" · source {d['source']}")
+        for warning in ev.dataset.warnings:  # suspicious but usable data (empty texts, labels matched by order)
+            st.warning(warning)
 
 
 def render() -> None:
