@@ -57,6 +57,8 @@ URL_WARNINGS = _key("url_warnings", "list[str]: what was wrong with the link, sh
 RECIPE_ERROR = _key("recipe_error", "str: why the last recipe change was refused, shown once by the metrics panel")
 # results of this session
 HISTORY = _key("history", "{(choice key, recipe key): Recipe}: every recipe the metrics panel showed (Trade-offs)")
+LATENCY_REMEASURE = _key("latency_remeasure_asked", "bool: the metrics panel's Re-measure was clicked; the next draw times again")
+BACKENDS = _key("backends", "{choice key: list of backend rows}: ONNX Runtime / torch int8 results measured on Bits (Trade-offs rows)")
 LAST_UPDATE_S = _key("last_update_s", "float: seconds the metrics panel took to update last time")
 JOBS = _key("jobs", "{job name: widgets.Job}: the background analyses started in this session")
 JOB_SEEN = _family("job_seen_", "True once the page has redrawn with that finished job's result")
