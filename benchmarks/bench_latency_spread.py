@@ -75,6 +75,7 @@ def main() -> None:
         same = [compare({"baseline again": run_base}, run_base, rounds=args.rounds)["baseline again"]
                 for _ in range(args.times)]
         rows["baseline vs baseline"] = [c.to_dict() for c in same]
+        print("baseline vs baseline", [round(c.ratio, 3) for c in same], flush=True)
         for name, recipe in RECIPES.items():
             rows[name] = [ev.measure_latency(recipe, batch_size=args.batch_size, rounds=args.rounds).to_dict()
                           for _ in range(args.times)]
