@@ -66,6 +66,7 @@ IMPORTANCE = _family("importance::", "HeadImportance of the unpruned model, per 
 HESSIAN = _family("hessian::", "Q-BERT Hessian sensitivity per layer, per model and data (choice key)")
 CURVES = _key("curves", "{(choice key, order, method): PruneCurve}: the pruning curves run in this session")
 HEADS_SEED = _key("heads_seed", "int: the seed the next 'Random k' click on the Heads page uses")
+BITS_BACKENDS = _key("bits_backends", "list[dict]: the backends table (torch / ONNX Runtime) measured last (Bits)")
 BITS_REAL = _key("bits_real", "(fp32 dict, low-precision dict): the really quantised model measured last (Bits)")
 ATTENTION_IMAGES = _key("att_images", "(PNG bytes, SVG bytes): the attention overview prepared for download")
 PROFILES = _key("profiles", "{(choice key, recipe key, batch size, seq len): profile report} (Profile)")

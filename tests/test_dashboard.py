@@ -255,6 +255,19 @@ def test_tradeoffs_lists_session_recipes_and_compares_two():
     assert len(at.dataframe) == 2 and "recipe (yours)" in at.dataframe[1].value.columns
 
 
+def test_bits_backends_measure_onnx_runtime_and_reach_tradeoffs_as_rows():
+    pytest.importorskip("onnxruntime")
+    at = app("bits", r="h1")
+    next(b for b in at.button if b.label == "Compare backends").click().run()
+    assert not at.exception and errors(at) == []
+    table = next(d.value for d in at.dataframe if "time x torch fp32" in d.value.columns)
+    assert list(table["backend"]) == ["torch fp32", "torch int8", "ORT fp32", "ORT int8"]
+    at.switch_page("views/tradeoffs.py").run()
+    assert not at.exception and errors(at) == []
+    rows = at.dataframe[0].value
+    assert sum("ORT int8" in r for r in rows["recipe"]) == 1 and rows["url recipe"].is_unique
+
+
 # ------------------------------------------------------------------------------ shared results
 def test_result_table_computes_each_key_once_across_threads():
     from dashboard.resources import ResultTable
