@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--shapes", default="32x128,1x16")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     ap.add_argument("--pruned", type=int, default=0, help="also the recipe with this many least important heads masked")
     ap.add_argument("--importance-limit", type=int, default=500)
     ap.add_argument("--out", default=None)
@@ -53,14 +54,14 @@ def main() -> None:
     reports = {}
     for name, recipe in recipes.items():
         rep = compare_backends(ev, recipe, shapes=shapes, threads=threads, rounds=args.rounds,
-                               progress=lambda m: print(f"[{time.perf_counter() - t0:6.0f}s] {name}: {m}", flush=True))
+                               warmup=args.warmup, progress=lambda m: print(f"[{time.perf_counter() - t0:6.0f}s] {name}: {m}", flush=True))
         reports[name] = rep.to_dict()
         for row in table_rows(rep):
             print(json.dumps(row), flush=True)
     out = {
         "what": "measured on CPU: accuracy on the full test split, size on disk, latency = time / unmodified torch "
                 "fp32 time (interleaved, one compare call per shape and thread count)",
-        "model": loaded.name, "data": ev.dataset.name, "examples": len(ev.dataset), "rounds": args.rounds,
+        "model": loaded.name, "data": ev.dataset.name, "examples": len(ev.dataset), "rounds": args.rounds, "warmup": args.warmup,
         "load_average_end": load_average(), "seconds": round(time.perf_counter() - t0, 1), "reports": reports,
     }
     print(json.dumps({k: v for k, v in out.items() if k != "reports"}, indent=2))

@@ -57,6 +57,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--busy", type=int, default=0, help="CPU-spinning processes to run alongside (a loaded machine)")
+    ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names of RECIPES to measure")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.threads:
@@ -76,7 +77,8 @@ def main() -> None:
                 for _ in range(args.times)]
         rows["baseline vs baseline"] = [c.to_dict() for c in same]
         print("baseline vs baseline", [round(c.ratio, 3) for c in same], flush=True)
-        for name, recipe in RECIPES.items():
+        for name in [n for n in args.recipes.split(",") if n]:
+            recipe = RECIPES[name]
             rows[name] = [ev.measure_latency(recipe, batch_size=args.batch_size, rounds=args.rounds).to_dict()
                           for _ in range(args.times)]
             print(name, [r["ratio"] and round(r["ratio"], 3) for r in rows[name]], flush=True)
