@@ -4,7 +4,8 @@ The baseline, measured in the same run on the same Evaluator: one full evaluatio
 embeddings (`Evaluator.evaluate(Recipe(), full=True)`: every batch through the simulated forward,
 no cache). Against it:
 - michel  — one forward + one backward per batch, gradients w.r.t. the head gates (the issue's
-  goal: <= 3x one pass); also its per-example variant and label-free mode;
+  goal: <= 3x one pass): per-example |grad| (the default, the paper's), its per-batch mode and
+  label-free mode;
 - taylor  — the same with gradients w.r.t. each layer's W_O;
 - entropy — one forward pass with explicit attention probabilities;
 - ablation — one incremental evaluation per head (a head of layer l recomputes layers l..L-1).
@@ -68,9 +69,9 @@ def main(argv=None):
               for _ in range(args.repeats)]
     variants = []
     for m in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        variants.append((m, m, {}))
+        variants.append((m + (" (per-example |grad|, the default)" if m == "michel" else ""), m, {}))
         if m == "michel":
-            variants.append(("michel, per-example |grad|", m, {"per_example": True}))
+            variants.append(("michel, per-batch |grad|", m, {"mode": "per-batch"}))
             variants.append(("michel, label-free", m, {"label_free": True}))
     rows = []
     for name, method, kw in variants:

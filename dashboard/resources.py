@@ -5,7 +5,10 @@
   It tokenises once and keeps the baseline trace, so each what-if recomputes only the layers
   from the recipe's first change on.
 - `evaluate(choice, recipe)` / `latency(choice, recipe)`: one EvalResult / one measured latency
-  per (evaluator key, recipe.key()), kept in a process-wide, lock-guarded table. Several sessions share a model: `Evaluator.evaluate` never
+  per (evaluator key, recipe.key()), kept in a process-wide, lock-guarded table. A latency is
+  never a lone timing set against an older baseline: each one is the recipe's deployed model
+  timed against the baseline in the same interleaved run (a ratio with its 95% interval and
+  verdict, analysis/measure/latency.py), so keeping it is safe; `remeasure` drops it to time again. Several sessions share a model: `Evaluator.evaluate` never
   writes to the model, and two sessions asking for the same recipe at once compute it once.
 - `upload_path(name, data)`: an uploaded file saved under a name derived from its bytes, so the
   data spec (and the cache key) is the same for the same content.
@@ -32,6 +35,9 @@ from .state import DataChoice
 
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "headroom-uploads"
 MAX_RESULTS = 512  # EvalResults kept per process (each holds N x num_labels logits)
+#: interleaved rounds per dashboard latency: ~2 s for demo at 32 x 16 on 2 idle cores; fewer rounds
+#: only widen the interval (more "no measurable change"), they never make a ratio less honest
+LATENCY_ROUNDS = 10
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model ...")
@@ -84,6 +90,10 @@ class ResultTable:
         with self._lock:
             return self._results.get(key)
 
+    def drop(self, key: tuple) -> None:
+        with self._lock:
+            self._results.pop(key, None)
+
     def compute(self, key: tuple, fn) -> EvalResult:
         with self._lock:
             if key in self._results:
@@ -115,11 +125,17 @@ def evaluate(choice: DataChoice, recipe: Recipe) -> EvalResult:
 
 
 def latency(choice: DataChoice, recipe: Recipe) -> Latency:
-    """Measured latency of the recipe's simulated forward (a fixed batch of the data's tokens)."""
+    """The recipe's deployed model timed against the baseline, interleaved (a fixed batch of the data's tokens)."""
     ev = evaluator(choice)
     ev.adapter.validate(recipe)
     return result_table().compute((choice.key(), recipe.key(), "latency"),
-                                  lambda: ev.measure_latency(recipe, repeats=3))
+                                  lambda: ev.measure_latency(recipe, rounds=LATENCY_ROUNDS))
+
+
+def remeasure(choice: DataChoice, recipe: Recipe) -> Latency:
+    """Forget the recipe's latency and measure it again (the "Re-measure" button)."""
+    result_table().drop((choice.key(), recipe.key(), "latency"))
+    return latency(choice, recipe)
 
 
 def cached_latency(choice: DataChoice, recipe: Recipe) -> Latency | None:

@@ -66,6 +66,8 @@ URL_WARNINGS = _key("url_warnings", "list[str]: what was wrong with the link, sh
 RECIPE_ERROR = _key("recipe_error", "str: why the last recipe change was refused, shown once by the metrics panel")
 # results of this session
 HISTORY = _key("history", "{(choice key, recipe key): Recipe}: every recipe the metrics panel showed (Trade-offs)")
+LATENCY_REMEASURE = _key("latency_remeasure_asked", "bool: the metrics panel's Re-measure was clicked; the next draw times again")
+BACKENDS = _key("backends", "{choice key: list of backend rows}: ONNX Runtime / torch int8 results measured on Bits (Trade-offs rows)")
 LAST_UPDATE_S = _key("last_update_s", "float: seconds the metrics panel took to update last time")
 JOBS = _key("jobs", "{job name: widgets.Job}: the background analyses started in this session")
 JOB_SEEN = _family("job_seen_", "True once the page has redrawn with that finished job's result")
@@ -73,6 +75,7 @@ IMPORTANCE = _family("importance::", "HeadImportance of the unpruned model, per 
 HESSIAN = _family("hessian::", "Q-BERT Hessian sensitivity per layer, per model and data (choice key)")
 CURVES = _key("curves", "{(choice key, order, method): PruneCurve}: the pruning curves run in this session")
 HEADS_SEED = _key("heads_seed", "int: the seed the next 'Random k' click on the Heads page uses")
+BITS_BACKENDS = _key("bits_backends", "list[dict]: the backends table (torch / ONNX Runtime) measured last (Bits)")
 BITS_REAL = _key("bits_real", "(fp32 dict, low-precision dict): the really quantised model measured last (Bits)")
 ATTENTION_IMAGES = _key("att_images", "(PNG bytes, SVG bytes): the attention overview prepared for download")
 PROFILES = _key("profiles", "{(choice key, recipe key, batch size, seq len): profile report} (Profile)")

@@ -1,8 +1,9 @@
 """Widgets every what-if page shares: the live metrics panel, the head grid, errors, long jobs.
 
 - `metrics_panel()`: the recipe's metric and its change from the baseline, agreement with the
-  baseline's predictions, size, latency and the number of examples, each saying whether it is
-  simulated, predicted or measured. Pages call it inside their own `st.fragment` together with
+  baseline's predictions, size, latency (the deployed model's time as a ratio to the baseline
+  timed in the same interleaved run, with a verdict and a Re-measure button) and the number of
+  examples, each saying whether it is simulated, predicted or measured. Pages call it inside their own `st.fragment` together with
   their controls, so a click re-runs only the controls and the panel, not the page's plots.
 - `head_grid()`: one row of pills per layer, a pill per head, selected = kept. Clicking a pill
   masks or unmasks the head (works the same from AppTest and from a browser).
@@ -24,6 +25,7 @@ import streamlit as st
 
 from analysis.errors import HeadroomError
 from analysis.core.recipe import Recipe
+from analysis.measure.latency import FP32_KERNELS
 
 from . import resources, state
 
@@ -115,20 +117,39 @@ def metrics_panel(choice=None) -> None:
 
 
 def _latency_metric(choice, recipe: Recipe, is_base: bool) -> None:
+    """The recipe's time as a ratio to the baseline timed in the same interleaved run, with its
+    interval and verdict; never a ratio of two timings taken at different times."""
     try:
-        with st.spinner("Timing ..."):
+        with st.spinner("Timing against the baseline ..."):
+            if not is_base and st.session_state.pop(state.LATENCY_REMEASURE, False):
+                resources.remeasure(choice, recipe)
             lat = resources.latency(choice, recipe)
-            base_lat = resources.latency(choice, Recipe())
     except Exception as exc:  # noqa: BLE001
         show_error(exc)
         return
-    ratio = lat.ms_per_example / base_lat.ms_per_example
-    st.metric(f"latency · measured, {lat.device}", f"{lat.ms_per_example:.2f} ms",
-              delta=None if is_base else f"{ratio:.2f}x baseline", delta_color="inverse",
-              help=f"Per example: median of {lat.repeats} runs of the simulated forward, batch "
-                   f"{lat.batch_size} x {lat.seq_len} tokens, {lat.threads} threads, {lat.dtype}, "
-                   f"baseline {base_lat.ms_per_example:.2f} ms. Fake-quantised weights run fp32 kernels: "
-                   "bits do not speed this up. Timings on a busy machine are noisy.")
+    predicted = "" if lat.predicted_ratio is None else f" Predicted from counted FLOPs: {lat.predicted_ratio:.2f}x."
+    if lat.kind == FP32_KERNELS:
+        st.metric("latency · fp32 kernels", "no speed change",
+                  help="These bit-widths have no integer kernels here: the model runs the same fp32 kernels as "
+                       "the baseline, so nothing is timed. Real int8/bf16 kernels: 8 or 16 bits in every layer.")
+    elif is_base:
+        st.metric(f"latency · measured, {lat.device}", f"{lat.ms_per_example:.2f} ms/ex",
+                  help=f"Median of {lat.repeats} runs of the unmodified model, batch {lat.batch_size} x "
+                       f"{lat.seq_len} tokens, {lat.threads} threads, load {lat.load_average}.")
+    else:
+        lo, hi = lat.ratio_ci95
+        st.metric(f"latency · measured vs baseline, {lat.device}", f"{lat.ratio:.2f}x baseline",
+                  delta=lat.verdict if lat.verdict != "no measurable change" else "no measurable change",
+                  delta_color="off" if lat.verdict not in ("faster", "slower") else
+                  ("normal" if lat.verdict == "faster" else "inverse"),
+                  help=f"{lat.what}, timed interleaved with the baseline ({lat.repeats} rounds, batch "
+                       f"{lat.batch_size} x {lat.seq_len}, {lat.threads} threads, load {lat.load_average}). "
+                       f"Median of per-round time ratios; 95% interval {lo:.2f}-{hi:.2f}, IQR "
+                       f"{lat.ratio_iqr[0]:.2f}-{lat.ratio_iqr[1]:.2f}; {lat.ms_per_example:.2f} ms/ex vs "
+                       f"{lat.baseline_ms_per_batch / lat.batch_size:.2f}.{predicted}")
+    if not is_base and lat.kind != FP32_KERNELS:
+        st.button("Re-measure", key="latency_remeasure", help="Time this recipe against the baseline again",
+                  on_click=lambda: st.session_state.__setitem__(state.LATENCY_REMEASURE, True))
 
 
 # ------------------------------------------------------------------------------ head grid

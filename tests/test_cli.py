@@ -250,3 +250,18 @@ def test_recipe_options_take_help_and_defaults_from_the_recipe(capsys):
         assert squeeze(field_help(name)) in quantize, name
     assert squeeze(f"{field_help('num_groups')} (default: {DEFAULT_NUM_GROUPS})") in quantize
     assert "{per-tensor,per-channel,per-head,groups}" in evaluate and squeeze("one of 8, 16, 32 (default: 32)") in quantize
+
+
+def test_backends_prints_every_asked_backend_with_interleaved_latency(capsys, model_dir, data_csv):
+    pytest.importorskip("onnxruntime")
+    code, out, err = run(capsys, "backends", "--model", model_dir, "--data", data_csv, "--text-column", "utterance",
+                         "--label-column", "intent", "--threads", "1", "--shapes", "2x8", "--rounds", "2",
+                         "--backends", "torch fp32,ORT int8", "--mask-heads", "0:0")
+    assert code == 0, err
+    d = json.loads(out)
+    assert [r["backend"] for r in d["results"]] == ["torch fp32", "ORT int8"]
+    assert d["results"][1]["latency"][0]["shape"] == "2x8" and d["recipe"]["masked_heads"] == [[0, 0]]
+    assert d["results"][0]["num_examples"] == 40
+    code, out, err = run(capsys, "backends", "--model", model_dir, "--data", data_csv, "--text-column", "utterance",
+                         "--label-column", "intent", "--shapes", "32")
+    assert code == 2 and "not a shape" in err

@@ -100,6 +100,22 @@ def test_masking_a_head_changes_the_metrics_and_the_url():
     assert at.query_params["r"] in (["h1"], "h1")
 
 
+def test_latency_panel_states_a_ratio_to_the_baseline_or_fp32_kernels():
+    at = app("bits", r="b4")  # fake 4-bit: fp32 kernels, so no number at all
+    assert not at.exception and errors(at) == []
+    assert metric(at, "latency · fp32 kernels") == "no speed change"
+    assert not any(b.label == "Re-measure" for b in at.button)
+    at = app("heads", r="h1")  # one head masked: the materialized model against the baseline
+    assert not at.exception and errors(at) == []
+    lat = next(m for m in at.metric if m.label.startswith("latency · measured vs baseline"))
+    assert lat.value.endswith("x baseline") and "95% interval" in lat.help
+    first = at.session_state["latency_remeasure_asked"] if "latency_remeasure_asked" in at.session_state else None
+    assert first is None
+    next(b for b in at.button if b.label == "Re-measure").click().run()  # times again, no error
+    assert not at.exception and errors(at) == []
+    assert "latency_remeasure_asked" not in at.session_state  # consumed by the new measurement
+
+
 def test_url_restores_the_recipe_and_the_page():
     at = app("heads", r="h1.0.6")  # 0:0, 2:1, 2:2 masked
     assert not at.exception
@@ -230,12 +246,26 @@ def test_tradeoffs_lists_session_recipes_and_compares_two():
     assert not at.exception
     table = at.dataframe[0].value
     assert len(table) == 5  # baseline + four presets
-    assert {"size MB", "agreement", "latency ms/ex (measured)"} <= set(table.columns)
+    assert {"size MB", "agreement", "latency x baseline (measured)", "latency (interleaved with baseline)"} <= set(table.columns)
+    assert table["url recipe"].is_unique  # one row per recipe: a front never counts one twice
     assert any("get different predictions" in m.value for m in at.markdown)
     at.switch_page("views/papers.py").run()  # the same session: the best recipes sit beside the papers
     assert not at.exception and errors(at) == []
     assert at.title[0].value == "Papers"
     assert len(at.dataframe) == 2 and "recipe (yours)" in at.dataframe[1].value.columns
+
+
+def test_bits_backends_measure_onnx_runtime_and_reach_tradeoffs_as_rows():
+    pytest.importorskip("onnxruntime")
+    at = app("bits", r="h1")
+    next(b for b in at.button if b.label == "Compare backends").click().run()
+    assert not at.exception and errors(at) == []
+    table = next(d.value for d in at.dataframe if "time x torch fp32" in d.value.columns)
+    assert list(table["backend"]) == ["torch fp32", "torch int8", "ORT fp32", "ORT int8"]
+    at.switch_page("views/tradeoffs.py").run()
+    assert not at.exception and errors(at) == []
+    rows = at.dataframe[0].value
+    assert sum("ORT int8" in r for r in rows["recipe"]) == 1 and rows["url recipe"].is_unique
 
 
 # ------------------------------------------------------------------------------ shared results

@@ -61,3 +61,31 @@ def test_cli_export_refuses_a_non_empty_directory(capsys, tmp_path):
     code = main(["export", "--model", "demo", "--format", "onnx", "--out", str(d)])
     out, err = capsys.readouterr()
     assert code == 2 and "not empty" in err and (d / "notes.txt").read_text() == "keep"
+
+
+# ------------------------------------------------------------------------------ backends
+def test_backends_compare_scores_sizes_and_times_every_backend_against_torch_fp32():
+    from analysis.core.recipe import Recipe
+    from analysis.measure.backends import BACKENDS, compare_backends, parse_shapes, table_rows
+    from analysis.measure.evaluate import Evaluator
+    from analysis.testing import tiny_dataset, tiny_loaded
+
+    ev = Evaluator(tiny_loaded(), tiny_dataset(24), batch_size=8)
+    recipe = Recipe(masked_heads=[(0, 1), (1, 0), (1, 2)])
+    report = compare_backends(ev, recipe, shapes=[(4, 16), (1, 8)], threads=[1, 2], rounds=3, warmup=1)
+    by = {r.backend: r for r in report.results}
+    assert list(by) == list(BACKENDS)
+    # ORT fp32 runs the same graph as torch fp32: the same predictions, example for example
+    assert by["ORT fp32"].agreement_with_baseline == by["torch fp32"].agreement_with_baseline
+    assert all(r.num_examples == 24 and r.metric is not None and r.size_bytes > 0 for r in by.values())
+    assert by["ORT int8"].size_bytes < by["ORT fp32"].size_bytes  # int8 weights on disk
+    for r in by.values():
+        assert [(l["shape"], l["threads"]) for l in r.latency] == [("4x16", 1), ("1x8", 1), ("4x16", 2), ("1x8", 2)]
+        assert all(l["rounds"] == 3 and l["ratio_ci95"][0] <= l["ratio"] <= l["ratio_ci95"][1] for l in r.latency)
+    assert report.export["max_abs_diff_fp32"] < 1e-3
+    d = report.to_dict()
+    assert d["shapes"] == ["4x16", "1x8"] and len(table_rows(report)) == 16
+    assert parse_shapes("32x128, 1x16") == [(32, 128), (1, 16)]
+    for bad in ("32", "0x4", "axb", ""):
+        with pytest.raises(HeadroomError):
+            parse_shapes(bad)

@@ -57,7 +57,7 @@ def _batch_losses(ev, gate_value: dict[tuple[int, int], float]) -> list[float]:
 
 
 def test_michel_matches_finite_differences_wrt_gates(ev64):
-    imp = michel_importance(ev64)
+    imp = michel_importance(ev64, mode="per-batch")
     eps = 1e-5
     expected = np.zeros((L, H))
     for l in range(L):
@@ -73,9 +73,31 @@ def test_per_example_mode_is_the_papers_expectation_of_abs(ev64):
     """Per-example gates on batches of 8 == per-batch |grad| with batches of one example."""
     one_by_one = Evaluator(ev64.loaded, ev64.dataset, batch_size=1)
     a = michel_importance(ev64, per_example=True).scores
-    b = michel_importance(one_by_one).scores
+    b = michel_importance(one_by_one, mode="per-batch").scores
     np.testing.assert_allclose(a, b, rtol=1e-6)
-    assert not np.allclose(a, michel_importance(ev64).scores, rtol=1e-3)  # |sum| <= sum|.| really differs
+    np.testing.assert_allclose(michel_importance(ev64).scores, a, rtol=1e-12)  # per-example is the default
+    assert not np.allclose(a, michel_importance(ev64, mode="per-batch").scores, rtol=1e-3)  # |sum| <= sum|.| really differs
+
+
+def test_default_michel_ranking_is_invariant_to_batch_size_and_example_order(ev64):
+    from analysis.io.train import select
+    from analysis.methods.importance import rank_agreement
+
+    ds = ev64.dataset
+    by_size = {bs: michel_importance(Evaluator(ev64.loaded, ds, batch_size=bs)) for bs in (1, 16, 64)}
+    reversed_ds = select(ds, list(range(len(ds)))[::-1])
+    by_size["reversed order"] = michel_importance(Evaluator(ev64.loaded, reversed_ds, batch_size=16))
+    ref = by_size[1].scores
+    for name, imp in by_size.items():
+        np.testing.assert_allclose(imp.scores, ref, rtol=1e-5, err_msg=str(name))
+        assert rank_agreement(imp, by_size[1]) == pytest.approx(1.0)
+        assert "per example" in imp.what
+    # the per-batch mode does depend on the batching: that is why it is not the default
+    per_batch = {bs: michel_importance(Evaluator(ev64.loaded, ds, batch_size=bs), mode="per-batch").scores
+                 for bs in (1, 16)}
+    assert not np.allclose(per_batch[1], per_batch[16], rtol=1e-3)
+    with pytest.raises(HeadroomError):
+        michel_importance(ev64, mode="per-token")
 
 
 def test_one_forward_and_one_backward_per_batch(ev, monkeypatch):
@@ -112,8 +134,9 @@ def test_michel_works_inside_inference_mode(ev):
 
 
 def test_taylor_on_wo_slices_equals_michel(ev):
-    """|sum(W_O slice * dL/dW_O slice)| is the gate's gradient: both scores agree."""
-    np.testing.assert_allclose(taylor_importance(ev).scores, michel_importance(ev).scores, rtol=1e-4, atol=1e-7)
+    """|sum(W_O slice * dL/dW_O slice)| is the gate's gradient per batch: both per-batch scores agree."""
+    np.testing.assert_allclose(taylor_importance(ev).scores, michel_importance(ev, mode="per-batch").scores,
+                               rtol=1e-4, atol=1e-7)
 
 
 def test_normalize_layer_gives_unit_rows(ev):

@@ -289,3 +289,15 @@ def test_cli_quantize_sensitivity_allocate(capsys, cli_files):
     capsys.readouterr()
     assert main(["quantize", *base, "--bits", "9"]) == 2
     assert "not supported" in capsys.readouterr().err
+
+
+def test_int8_auto_backend_is_a_rule_not_a_timing():
+    from analysis.measure import lowbit
+    from analysis.testing import tiny_model
+
+    assert lowbit.auto_backend("cpu") == "torch.ao" and lowbit.auto_backend("cuda") == "torchao"
+    model = tiny_model("bert")
+    builds = [lowbit.build(model, "int8")[1:] for _ in range(2)]
+    assert builds[0] == builds[1]  # the same backend and notes every time
+    backend, notes = builds[0]
+    assert backend.startswith("torch.ao") and lowbit.AUTO_RULE in notes

@@ -39,3 +39,40 @@ def test_time_forward_times_the_model_on_its_batch():
     assert 0 < s < 5
     with pytest.raises(IndexError):  # ids outside the vocabulary reach the model: it really ran
         time_forward(model, synthetic_batch(10 * VOCAB, 2, 8, "cpu"), repeats=1, warmup=0)
+
+
+# ------------------------------------------------------------------------------ compare
+from analysis.measure.timing import NO_CHANGE, bootstrap_median_ci, compare, verdict  # noqa: E402
+
+
+def test_compare_interleaves_baseline_and_candidates_in_every_round():
+    calls = []
+    out = compare({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                  lambda: calls.append("base"), rounds=5, warmup=1)
+    assert len(calls) == 3 * 6  # every round (1 warm-up + 5 timed) runs all three once
+    for r in range(6):
+        assert sorted(calls[3 * r:3 * r + 3]) == ["a", "b", "base"]
+    assert set(out) == {"a", "b", "baseline"} and out["a"].rounds == 5 and out["baseline"].ratio == 1.0
+    assert out["a"].threads >= 1 and out["a"].device == "cpu"
+
+
+def test_compare_states_slower_and_no_change_with_a_spread():
+    out = compare({"twice": lambda: time.sleep(0.004), "same": lambda: time.sleep(0.002)},
+                  lambda: time.sleep(0.002), rounds=8, warmup=1)
+    slow, same = out["twice"], out["same"]
+    assert 1.5 < slow.ratio < 3 and slow.verdict == "slower" and slow.ratio_ci95[0] > 1
+    assert slow.ratio_iqr[0] <= slow.ratio <= slow.ratio_iqr[1]
+    assert slow.baseline_ms > 1.5 and slow.ms > slow.baseline_ms
+    assert same.verdict == NO_CHANGE and abs(same.ratio - 1) < 0.3
+    assert "slower" in slow.describe() and slow.to_dict()["ratio_ci95"] == list(slow.ratio_ci95)
+
+
+def test_verdict_rule_and_seeded_bootstrap():
+    assert verdict((0.9, 1.1)) == NO_CHANGE and verdict((0.98, 0.99)) == NO_CHANGE  # inside the tolerance
+    assert verdict((0.5, 0.8)) == "faster" and verdict((1.2, 1.4)) == "slower"
+    assert verdict((0.98, 0.99), tolerance=0.0) == "faster"
+    values = [1.0, 1.1, 0.9, 1.05, 0.95, 1.2]
+    lo, hi = bootstrap_median_ci(values)
+    assert min(values) <= lo <= hi <= max(values) and (lo, hi) == bootstrap_median_ci(values)
+    with pytest.raises(ValueError):
+        compare({}, lambda: None, rounds=1)

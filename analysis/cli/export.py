@@ -1,8 +1,13 @@
-"""`export`: the real model of a recipe in a deployment format (ONNX, optionally ONNX Runtime int8)."""
+"""`export`: the real model of a recipe in a deployment format (ONNX, optionally ONNX Runtime int8);
+`backends`: that model on torch fp32 / torch int8 / ORT fp32 / ORT int8, accuracy, size and latency
+in one run (analysis/measure/backends.py)."""
 
 from __future__ import annotations
 
-from .common import add_model_args, add_recipe_args, load_model_from_args, recipe_from_args
+from analysis.measure.backends import BACKENDS as BACKEND_NAMES
+
+from .arguments import count
+from .common import add_data_args, add_model_args, add_recipe_args, evaluator_from_args, load_model_from_args, recipe_from_args
 
 
 def register(sub) -> None:
@@ -14,6 +19,41 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="a new directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out directory whole")
     p.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("backends", help="the recipe's model on torch fp32/int8 and ONNX Runtime fp32/int8: accuracy, "
+                                         "size on disk, latency vs torch fp32 (interleaved)")
+    add_model_args(b)
+    add_data_args(b)
+    add_recipe_args(b)
+    b.add_argument("--threads", default="1,2", help="comma-separated CPU thread counts to time (default 1,2)")
+    b.add_argument("--shapes", default="32x128,1x16", help="batch x sequence shapes to time (default 32x128,1x16)")
+    b.add_argument("--rounds", type=count(2), default=10, help="interleaved rounds per shape and thread count (default 10)")
+    b.add_argument("--backends", default=",".join(BACKEND_NAMES),
+                   help=f"comma-separated subset of: {', '.join(BACKEND_NAMES)}")
+    b.set_defaults(func=cmd_backends)
+
+
+
+def _thread_list(text: str) -> list[int]:
+    from analysis.errors import HeadroomError
+
+    try:
+        threads = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        threads = []
+    if not threads or min(threads) < 1:
+        raise HeadroomError(f"--threads '{text}' is not a list of thread counts; write e.g. 1,2.")
+    return threads
+
+
+def cmd_backends(args) -> dict:
+    from analysis.measure.backends import compare_backends, parse_shapes
+
+    shapes, threads = parse_shapes(args.shapes), _thread_list(args.threads)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    recipe = recipe_from_args(args)
+    ev = evaluator_from_args(args)
+    return compare_backends(ev, recipe, shapes=shapes, threads=threads, rounds=args.rounds, backends=backends).to_dict()
 
 
 def cmd_export(args) -> dict:

@@ -20,8 +20,10 @@ def register(sub) -> None:
                         "Spearman rank agreement between them (default: michel)")
     p.add_argument("--normalize-layer", action="store_true", help="divide each layer's scores by their L2 norm")
     p.add_argument("--label-free", action="store_true", help="the model's own predictions as targets (no labels)")
-    p.add_argument("--per-example", action="store_true",
-                   help="michel: |gradient| per example (the paper's formula) instead of per batch (authors' code)")
+    p.add_argument("--michel-mode", default="per-example", choices=["per-example", "per-batch"],
+                   help="michel: |gradient| per example (default: the paper's E_x|dL/dgate|, independent of batch "
+                        "size) or per batch (|summed gradient| of each batch, depends on the batching)")
+    p.add_argument("--per-example", action="store_true", help="michel: the same as --michel-mode per-example (the default)")
     p.add_argument("--halves", action="store_true",
                    help="also score two random halves of the data and report their rank agreement")
     p.set_defaults(func=cmd_importance)
@@ -88,7 +90,7 @@ def cmd_importance(args) -> dict:
     loaded = load_model_from_args(args)
     ev = evaluator_from_args(args, loaded)
     kw = dict(normalize_layer=args.normalize_layer, label_free=_label_free(args))
-    extra = {"per_example": True} if args.per_example else {}
+    extra = {"mode": "per-example" if args.per_example else args.michel_mode}
     results = {m: compute_importance(ev, m, **kw, **(extra if m == "michel" else {})) for m in methods}
     out = _where(ev, time.perf_counter() - t0)
     out["what"] = "head importance, one L x H array per method (rows = layers, columns = heads; simulated)"

@@ -35,7 +35,8 @@ def register(sub) -> None:
     _add_quant_args(p)
     add_recipe_option(p, "--activation-bits", "activation_bits", default=field_default("activation_bits"))
     p.add_argument("--real", default=None, choices=["int8", "bf16", "fp16"], help="build and measure the real model instead")
-    p.add_argument("--int8-backend", default="auto", choices=["auto", "torchao", "torch.ao"])
+    p.add_argument("--int8-backend", default="auto", choices=["auto", "torchao", "torch.ao"],
+                   help="int8 kernels for --real int8; auto is a fixed rule: torch.ao on CPU, torchao on CUDA")
     p.add_argument("--threads", type=count(1), default=None, help="CPU threads for the --real latency (default: torch's)")
     p.add_argument("--latency-batch-size", type=count(1), default=32)
     p.add_argument("--latency-seq-len", type=MAX_LENGTH, default=128)

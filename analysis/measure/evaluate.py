@@ -14,7 +14,8 @@ threads at once: it reads shared state and writes only its own result; the few c
 
 An Evaluator is the `EvalContext` (analysis/methods/context.py) the analysis methods run on;
 `targets(batch, label_free)` gives their loss targets. An `EvalResult` holds the `Recipe`, a
-`SizeReport` and a `Latency`; `to_dict()` turns it into the JSON the CLI prints.
+`SizeReport` and a `Latency` (analysis/measure/latency.py: the model that would run, timed
+against the baseline in the same interleaved run); `to_dict()` turns it into the JSON the CLI prints.
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import statistics
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -42,27 +42,9 @@ from analysis.jobs import check_cancel
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import SimulatedModel, SimulatorCache
 from analysis.measure.size import SizeReport, size_report
-from analysis.measure.timing import measure
+from analysis.measure.latency import DEFAULT_ROUNDS, Latency, measure_recipe_latency
 from analysis.runtime import DEFAULT_BATCH_SIZE, DTYPES
 
-
-
-@dataclass
-class Latency:
-    """Median wall-clock time of the forward pass on one batch, after warm-up."""
-
-    ms_per_batch: float
-    ms_per_example: float
-    batch_size: int
-    seq_len: int
-    device: str
-    threads: int
-    dtype: str
-    repeats: int
-    what: str  # which forward was timed, e.g. "simulated recipe (Headroom forward)"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -81,7 +63,7 @@ class EvalResult:
     predictions: np.ndarray = field(repr=False)  # (N,) class ids in dataset order
     logits: np.ndarray = field(repr=False)  # (N, num_labels)
     size: SizeReport  # predicted from the bits (size.size_report)
-    latency: Latency | None = None  # measured, only when asked for
+    latency: Latency | None = None  # measured against the baseline (interleaved), only when asked for
     eval_seconds: float = 0.0
     started_at_layer: int = 0  # incremental evaluation started here (0 = full pass)
     device: str = "cpu"
@@ -328,17 +310,13 @@ class Evaluator:
         return Batch(input_ids=input_ids, attention_mask=attention_mask,
                      token_type_ids=torch.zeros_like(input_ids), example_ids=torch.arange(batch_size))
 
-    @torch.inference_mode()
-    def measure_latency(self, recipe: Recipe, *, batch_size: int = 32, seq_len: int | None = None, repeats: int = 5) -> Latency:
-        """Measured time of the simulated forward (heads sliced out, dropped layers skipped).
+    def measure_latency(self, recipe: Recipe, *, batch_size: int = 32, seq_len: int | None = None,
+                        rounds: int = DEFAULT_ROUNDS) -> Latency:
+        """The recipe's latency as a ratio to the baseline timed in the same, interleaved run.
 
-        Fake-quantised weights run fp32 kernels, so for bit changes this says nothing about a real
-        int8 model: `quantize_real` and the materialized model measure that.
+        Timed is the model that would run (analysis/measure/latency.py): the materialized model for
+        masked heads and dropped layers, the real int8/bf16 model for 8/16-bit weights; a bits-only
+        recipe with other bit-widths gets "fp32 kernels: no speed change" and no number.
         """
-        seq_len = seq_len or self.typical_seq_len
-        sim = self.simulator(recipe)
-        batch = self.latency_batch(batch_size, seq_len)
-        times = measure(lambda: sim.forward(batch), repeats=repeats, device=self.device)
-        med = statistics.median(times) * 1000
-        return Latency(med, med / batch_size, batch_size, seq_len, str(self.device), torch.get_num_threads(),
-                       self.dtype_name, repeats, "simulated recipe (Headroom forward: heads sliced, layers skipped)")
+        batch = self.latency_batch(batch_size, seq_len or self.typical_seq_len)
+        return measure_recipe_latency(self.loaded, recipe, batch, dtype=self.dtype_name, rounds=rounds)

@@ -1,22 +1,29 @@
 """Head importance: how much each attention head matters, as an L x H array, four ways.
 
 - `michel`  — Michel, Levy & Neubig 2019, "Are Sixteen Heads Really Better than One?". A gate
-  ξ_h = 1 multiplies each head's output; I_h = E_x |∂L(x)/∂ξ_h|, a first-order estimate of the
-  loss change when the head is masked. All L x H gradients come from ONE forward + backward per
-  batch, taken with respect to the gates (`SimulatedModel.forward(gates=...)`), never by masking
-  heads one at a time. Like the authors' code (`head_importance += head_mask.grad.abs()` after
-  each batch's backward) the absolute value is taken per *batch* of the summed loss, so
-  I_h = (1/N) Σ_batches |Σ_{x in batch} ∂L(x)/∂ξ_h|. `per_example=True` gives one gate per example
-  instead — (B, nh) gates, still one backward — and so the paper's formula E_x |∂L(x)/∂ξ_h|
-  exactly. `normalize_layer=True` divides each layer's row by its L2 norm, as the authors'
-  pruning code does before ranking heads across layers.
+  ξ_h = 1 multiplies each head's output; the paper's importance is the expectation over
+  examples I_h = E_x |∂L(x)/∂ξ_h|, a first-order estimate of the loss change when the head is
+  masked. All L x H gradients come from ONE forward + backward per batch, taken with respect to
+  the gates (`SimulatedModel.forward(gates=...)`), never by masking heads one at a time. Two
+  modes (`MICHEL_MODES`):
+  - "per-example" (the default): one gate per example — (B, nh) gates, still one backward —
+    so I_h = (1/N) Σ_x |∂L(x)/∂ξ_h|, the paper's formula exactly. It does not depend on how the
+    examples are batched or ordered (CPU batches of 64 and CUDA batches of 512 rank alike), and
+    costs the same as per-batch.
+  - "per-batch": one gate per head, the absolute value taken of each batch's summed gradient,
+    I_h = (1/N) Σ_batches |Σ_{x in batch} ∂L(x)/∂ξ_h|. Gradients of different examples cancel
+    inside a batch, so the ranking depends on batch size and composition.
+  Neither is what HF's BERTology example (`run_bertology.py`) computes: it never zeroes
+  `head_mask.grad` between batches, so after batch k it adds |g_1 + ... + g_k| (the absolute
+  value of the running total) to the importance. `normalize_layer=True` divides each layer's
+  row by its L2 norm, as the authors' pruning code does before ranking heads across layers.
 - `ablation` — the metric drop when each head alone is masked (L x H evaluations, each through
   the Evaluator's incremental path: a head of layer l recomputes only layers l..L-1).
 - `entropy` — mean attention entropy per head over real (non-padding) query tokens. Not an
   importance by itself; a diffuse (high-entropy) head is taken as the less important one.
 - `taylor`  — TextPruner's score: |Σ W_O ⊙ ∂L/∂W_O| over each head's column slice of the output
   projection, per batch. Since head h's gate scales exactly that slice's input, this equals
-  Michel's per-batch score up to rounding — it is computed the other way (w.r.t. weights) and
+  Michel's "per-batch" score up to rounding — it is computed the other way (w.r.t. weights) and
   serves as a cross-check.
 
 Every function runs on an `EvalContext` (analysis/methods/context.py; the Evaluator is one).
@@ -46,6 +53,8 @@ from analysis.core.simulate import SimulatedModel
 from analysis.methods.context import EvalContext, resolve_label_free
 
 METHODS = ("michel", "ablation", "entropy", "taylor")
+#: how Michel's |gradient| is taken: per example (the paper's expectation; the default) or per batch
+MICHEL_MODES = ("per-example", "per-batch")
 
 
 @dataclass
@@ -169,18 +178,28 @@ def _gradient_scores(ctx: EvalContext, recipe: Recipe, *, label_free, per_exampl
 
 
 def michel_importance(ctx: EvalContext, recipe: Recipe | None = None, *, normalize_layer: bool = False,
-                      label_free: bool | None = None, per_example: bool = False,
+                      label_free: bool | None = None, mode: str = "per-example", per_example: bool | None = None,
                       progress: Progress = None, cancel: threading.Event | None = None) -> HeadImportance:
-    """Michel et al. 2019: E |∂L/∂ξ_h| per head, gradients w.r.t. head gates, one backward per batch."""
+    """Michel et al. 2019: E_x |∂L(x)/∂ξ_h| per head, gradients w.r.t. head gates, one backward per batch.
+
+    `mode` is "per-example" (the paper's quantity, independent of batching) or "per-batch"
+    (|summed gradient| of each batch); see the module docstring. `per_example=True/False` is the
+    older spelling of the two modes.
+    """
+    if per_example is not None:
+        mode = "per-example" if per_example else "per-batch"
+    if mode not in MICHEL_MODES:
+        raise HeadroomError(f"Unknown Michel mode '{mode}'; choose per-example or per-batch.")
     recipe = recipe or Recipe()
     label_free = resolve_label_free(ctx, label_free)
     t0 = time.perf_counter()
-    scores = _gradient_scores(ctx, recipe, label_free=label_free, per_example=per_example, wrt="gates",
+    scores = _gradient_scores(ctx, recipe, label_free=label_free, per_example=mode == "per-example", wrt="gates",
                               progress=progress, cancel=cancel)
     if normalize_layer:
         scores = _normalize_rows(scores)
     target = "the model's own predictions" if label_free else "the labels"
-    how = "per example (paper's formula)" if per_example else "per batch (authors' code)"
+    how = ("per example: the paper's E_x |dL(x)/dgate|, independent of batching" if mode == "per-example" else
+           f"per batch of {ctx.batches[0].input_ids.shape[0]}: |summed gradient of each batch|, depends on batching")
     return HeadImportance("michel", scores, True, label_free, normalize_layer, seconds=time.perf_counter() - t0,
                           what=f"Michel et al. 2019: mean |dLoss/dgate| per head, cross-entropy vs {target}, "
                                f"|.| taken {how}" + ("; each layer L2-normalised" if normalize_layer else ""),

@@ -2,14 +2,16 @@
 
 Simulated (fake-quantised weights in fp32 maths; Q-BERT, Shen et al. 2020, for per-head groups)
 in the live panel; Hessian sensitivity bars and "allocate for a budget" from analysis.methods.sensitivity;
-a really quantised model (int8 kernels / bf16) measured on this machine, clearly marked "measured".
+a really quantised model (int8 kernels / bf16) measured on this machine, clearly marked "measured";
+and the deployment backends (torch fp32/int8, ONNX Runtime fp32/int8, analysis.measure.backends),
+whose rows also go to Trade-offs as rows of their own.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from analysis.core.recipe import GRANULARITIES, SUPPORTED_BITS
+from analysis.core.recipe import GRANULARITIES, SUPPORTED_BITS, Recipe
 from dashboard import state, widgets
 
 BIT_CHOICES = [b for b in SUPPORTED_BITS if b != 16][::-1]  # 32, 8, 7, ... 2
@@ -112,6 +114,63 @@ def _real(ev) -> None:
         st.caption("Measured: real low-precision kernels, not simulated. Size is the serialized state dict.")
 
 
+def backend_rows(choice, ev, report) -> list[dict]:
+    """A `BackendReport` as Trade-offs rows: one per backend, latency at the first shape timed."""
+    from analysis.measure.timing import NO_CHANGE
+
+    recipe = report.recipe
+    label = "baseline" if not recipe["masked_heads"] and not recipe["dropped_layers"] else \
+        f"{len(recipe['masked_heads'])} heads masked, layers {recipe['dropped_layers']} dropped"
+    base = ev.baseline.metric
+    rows = []
+    for r in report.results:
+        lat = r.latency[0]
+        lo, hi = lat["ratio_ci95"]
+        rows.append({
+            "recipe": label, "backend": r.backend, "metric_name": r.metric_name or ev.baseline.metric_name,
+            "metric": r.metric, "change_pts": None if r.metric is None or base is None else 100 * (r.metric - base),
+            "agreement": r.agreement_with_baseline, "size_mb": r.size_bytes / 1e6,
+            "pct_of_baseline_size": 100 * r.size_bytes / report.baseline_size_bytes,
+            "front_ratio": 1.0 if lat["verdict"] == NO_CHANGE else lat["ratio"],
+            "latency_label": f"{lat['ratio']:.2f}x [{lo:.2f}-{hi:.2f}] {lat['verdict']} ({lat['shape']}, "
+                             f"{lat['threads']} threads)",
+            "load_average": lat["load_average"], "examples": r.num_examples, "device": "cpu",
+            "url recipe": state.encode_recipe(Recipe.from_dict(recipe)),
+        })
+    return rows
+
+
+def _backends(choice, ev) -> None:
+    """ONNX Runtime as a real backend: the current recipe's structure on four backends, measured."""
+    import pandas as pd
+
+    from analysis.measure.backends import compare_backends, table_rows
+    from analysis.measure.latency import structural_part
+
+    if ev.device.type != "cpu":
+        st.info("The backends comparison runs on the CPU (ONNX Runtime's CPU provider, torch int8).")
+        return
+    recipe = structural_part(state.recipe())
+    st.caption(f"The current recipe's heads and layers ({recipe.describe()}) built as torch fp32, torch int8, "
+               "ONNX Runtime fp32 and ONNX Runtime int8; each timed against the unmodified torch fp32 model, "
+               "interleaved. Bits of the recipe are replaced by each backend's own.")
+    if st.button("Compare backends", key="bits_backends_run"):
+        import torch
+
+        shape = (32, ev.typical_seq_len)
+        with st.spinner("Exporting to ONNX, scoring and timing four backends ..."):
+            report = compare_backends(ev, recipe, shapes=[shape], threads=[torch.get_num_threads()], rounds=8)
+        st.session_state[state.BITS_BACKENDS] = table_rows(report)
+        rows = st.session_state.setdefault(state.BACKENDS, {}).setdefault(choice.key(), [])
+        new = backend_rows(choice, ev, report)
+        keys = {(r["url recipe"], r["backend"]) for r in new}
+        rows[:] = [r for r in rows if (r["url recipe"], r["backend"]) not in keys] + new  # re-measured: replaced
+    if state.BITS_BACKENDS in st.session_state:
+        st.dataframe(pd.DataFrame(st.session_state[state.BITS_BACKENDS]), hide_index=True, key="bits_backends_table")
+        st.caption("Measured: real kernels on this CPU; time x torch fp32 is the median of per-round ratios with its "
+                   "95% interval. These rows also appear on Trade-offs, one per backend.")
+
+
 def render() -> None:
     st.title("Bits")
     st.caption("Fewer bits per weight. The live panel is **simulated** (fake-quantised weights in fp32 maths: "
@@ -137,6 +196,9 @@ def render() -> None:
     with st.expander("Measured: a really quantised model on this machine", expanded=False):
         with widgets.guard():
             _real(ev)
+    with st.expander("Measured: deployment backends (torch, ONNX Runtime)", expanded=False):
+        with widgets.guard():
+            _backends(choice, ev)
 
 
 if __name__ == "__main__":  # run by st.navigation as this page's script

@@ -1,7 +1,11 @@
 """Trade-offs: every recipe evaluated in this session, the Pareto front, two recipes compared.
 
 Accuracy vs size and accuracy vs latency, with the baseline and the Pareto front
-(analysis.measure.pareto: no other recipe is both smaller/faster and at least as accurate). Downloads: the table as CSV, a recipe as
+(analysis.measure.pareto: no other recipe is both smaller/faster and at least as accurate; one
+point per recipe key). Latency is the deployed model's time over the baseline's, timed
+interleaved in one run (analysis/measure/latency.py), 1.00 where the change is within noise.
+Real-kernel backends measured on the Bits page (ONNX Runtime fp32/int8, torch int8) are rows of
+their own. Downloads: the table as CSV, a recipe as
 JSON, and the materialized model (analysis.core.materialize) as a zip plain transformers can load.
 """
 
@@ -21,8 +25,15 @@ from analysis.measure.pareto import pareto_front
 from dashboard import resources, state, widgets
 
 
+#: the latency cost on the front: the deployed model's time / the baseline's, timed interleaved
+#: in one run; 1.00 where the change is within noise (or bits run fp32 kernels), so two identical
+#: recipes never show two speeds
+LATENCY_COL = "latency x baseline (measured)"
+
+
 def session_table(choice) -> tuple[pd.DataFrame, dict]:
-    """One row per recipe evaluated on the current model and data in this session."""
+    """One row per recipe evaluated on the current model and data in this session, then one per
+    real-kernel backend measured on the Bits page (ONNX Runtime, torch int8: rows of their own)."""
     history = st.session_state.setdefault(state.HISTORY, {})
     history.setdefault((choice.key(), Recipe().key()), Recipe())
     rows, recipes = [], {}
@@ -41,12 +52,40 @@ def session_table(choice) -> tuple[pd.DataFrame, dict]:
             "agreement": res.agreement,
             "size MB": res.size.mb,
             "% of baseline size": 100 * res.size.fraction_of_baseline,
-            "latency ms/ex (measured)": lat.ms_per_example,
+            LATENCY_COL: lat.front_ratio,
+            "latency (interleaved with baseline)": lat.label(),
+            "latency predicted (FLOPs)": lat.predicted_ratio,
+            "load": lat.load_average,
+            "backend": "Headroom recipe (simulated metric)",
             "examples": res.num_examples,
             "device": res.device,
             "url recipe": state.encode_recipe(recipe),
         })
+    rows += backend_rows(choice)
     return pd.DataFrame(rows), recipes
+
+
+def backend_rows(choice) -> list[dict]:
+    """The Bits page's real-backend measurements (analysis.measure.backends) as Trade-offs rows."""
+    out = []
+    for row in st.session_state.get(state.BACKENDS, {}).get(choice.key(), []):
+        out.append({
+            "recipe": f"{row['recipe']} · {row['backend']}",
+            row["metric_name"]: row["metric"],
+            "change (pts)": row["change_pts"],
+            "agreement": row["agreement"],
+            "size MB": row["size_mb"],
+            "% of baseline size": row["pct_of_baseline_size"],
+            LATENCY_COL: row["front_ratio"],
+            "latency (interleaved with baseline)": row["latency_label"],
+            "latency predicted (FLOPs)": None,
+            "load": row["load_average"],
+            "backend": f"{row['backend']} (measured metric, size on disk)",
+            "examples": row["examples"],
+            "device": row["device"],
+            "url recipe": f"{row['url recipe']}|{row['backend']}",  # one key per (recipe, backend)
+        })
+    return out
 
 
 def _scatter(df: pd.DataFrame, metric: str, xcol: str, title: str, key: str) -> None:
@@ -136,7 +175,8 @@ def render() -> None:
         with c1:
             _scatter(df, metric, "size MB", "Accuracy vs size (predicted from bits)", "to_size")
         with c2:
-            _scatter(df, metric, "latency ms/ex (measured)", f"Accuracy vs latency (measured on {ev.device})", "to_latency")
+            _scatter(df, metric, LATENCY_COL, f"Accuracy vs time x baseline (measured interleaved on {ev.device}; "
+                     "1.00 = no measurable change)", "to_latency")
         st.dataframe(df.round(3), hide_index=True, key="to_table")
         d1, d2, d3 = st.columns(3)
         d1.download_button("Download the table (CSV)", df.to_csv(index=False).encode(), "headroom_recipes.csv",

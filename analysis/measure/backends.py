@@ -1,0 +1,196 @@
+"""Deployment backends side by side: torch fp32, torch int8, ONNX Runtime fp32, ONNX Runtime int8.
+
+The question an engineer asks of a compressed model is "how small and fast does it serve, and
+what does it cost in accuracy?", answered on the backend that would serve it. For one Recipe:
+- the recipe's model is materialized (heads sliced out, layers removed) and built four ways:
+  torch fp32; torch int8 (`lowbit.build`, its deterministic backend rule); ONNX Runtime fp32 and
+  ONNX Runtime dynamic int8 (`core.export.export_onnx`, logits checked against torch there);
+- accuracy: each backend predicts the Evaluator's batches (`analysis.runtime.predict`: an
+  `OnnxClassifier` is called like a HF model), with agreement with the unmodified model;
+- size on disk: the serialized state dict (torch) or the .onnx file (ORT);
+- latency: at each (batch, sequence) shape and thread count, every backend is timed interleaved
+  against the *unmodified* torch fp32 model in one `timing.compare` call, so each figure is a
+  ratio to the same baseline with its 95% interval and verdict (ORT sessions are built per
+  thread count: their thread pool is fixed when the session is made).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from analysis.core.recipe import Recipe
+from analysis.errors import HeadroomError
+
+BACKENDS = ("torch fp32", "torch int8", "ORT fp32", "ORT int8")
+BASELINE = "torch fp32 (unmodified)"
+
+
+@dataclass
+class BackendResult:
+    """One backend of the recipe's model: accuracy, size on disk and latency ratios."""
+
+    backend: str  # one of BACKENDS
+    built_with: str  # e.g. "torch.ao.quantization.quantize_dynamic ...", "onnxruntime quantize_dynamic"
+    size_bytes: int  # on disk: serialized state dict (torch) or the .onnx graph (ORT)
+    metric_name: str | None = None
+    metric: float | None = None
+    agreement_with_baseline: float | None = None  # share of examples with the unmodified model's prediction
+    num_examples: int = 0
+    eval_seconds: float = 0.0  # time to predict every example (one pass, all threads)
+    latency: list[dict] = field(default_factory=list)  # one Comparison.to_dict() per (shape, threads), + shape
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size_mb"] = round(self.size_bytes / 1e6, 3)
+        return d
+
+
+@dataclass
+class BackendReport:
+    """Every backend of one recipe, measured in one run."""
+
+    recipe: dict
+    model: str
+    data: str
+    baseline_metric: float | None
+    baseline_size_bytes: int
+    shapes: list[tuple[int, int]]
+    threads: list[int]
+    rounds: int
+    results: list[BackendResult]
+    export: dict  # what export_onnx wrote and checked (max |logit| differences)
+    seconds: float = 0.0
+    what: str = ("measured: real kernels; latency = backend time / unmodified torch fp32 time, timed interleaved "
+                 "in one call per (shape, threads)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["results"] = [r.to_dict() for r in self.results]
+        d["shapes"] = [f"{b}x{t}" for b, t in self.shapes]
+        return d
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """'32x128,1x16' -> [(32, 128), (1, 16)]."""
+    shapes = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            b, t = (int(x) for x in part.lower().split("x"))
+        except ValueError:
+            raise HeadroomError(f"'{part}' is not a shape; write batch x sequence, e.g. 32x128,1x16.") from None
+        if b < 1 or t < 2:
+            raise HeadroomError(f"Shape '{part}' needs a batch of at least 1 and a sequence of at least 2 tokens.")
+        shapes.append((b, t))
+    if not shapes:
+        raise HeadroomError("No shapes given; write e.g. 32x128,1x16.")
+    return shapes
+
+
+def _predict(model, evaluator) -> tuple[np.ndarray, float]:
+    from analysis.runtime import predict
+
+    t0 = time.perf_counter()
+    preds = predict(model, evaluator.batches, len(evaluator.dataset))
+    return preds, time.perf_counter() - t0
+
+
+@torch.inference_mode()
+def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 128), (1, 16)), threads=(1, 2),
+                     rounds: int = 10, warmup: int = 2, backends=BACKENDS, progress=None) -> BackendReport:
+    """Build, score and time every backend of `recipe`'s model (see the module docstring)."""
+    from analysis.core.export import export_onnx, load_onnx_export
+    from analysis.core.materialize import materialize
+    from analysis.measure import lowbit
+    from analysis.measure.metrics import compute_metrics
+    from analysis.measure.timing import compare
+
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise HeadroomError(f"Unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}.")
+    if evaluator.device.type != "cpu":
+        raise HeadroomError("The backends comparison runs on CPU (ONNX Runtime's CPU provider, torch int8).")
+    say = progress or (lambda msg: None)
+    t_start = time.perf_counter()
+    recipe = recipe or Recipe()
+    loaded = evaluator.loaded
+    evaluator.adapter.validate(recipe)
+    base_model = loaded.model.float().eval()
+    model = base_model if recipe.is_baseline() else materialize(base_model, recipe).float().eval()
+    base_preds = evaluator.baseline.predictions
+    torch_threads = torch.get_num_threads()
+    results: dict[str, BackendResult] = {}
+    runners: dict[str, object] = {}  # backend -> model called like HF (ORT ones rebuilt per thread count)
+
+    say("building torch backends ...")
+    if "torch fp32" in backends:
+        runners["torch fp32"] = model
+        results["torch fp32"] = BackendResult("torch fp32", "fp32 (the materialized model)", lowbit.serialized_bytes(model))
+    if "torch int8" in backends:
+        q, how, notes = lowbit.build(model, "int8")
+        runners["torch int8"] = q
+        results["torch int8"] = BackendResult("torch int8", how, lowbit.serialized_bytes(q), notes=notes)
+    with tempfile.TemporaryDirectory() as tmp:
+        export = {}
+        if any(b.startswith("ORT") for b in backends):
+            say("exporting to ONNX ...")
+            out = f"{tmp}/onnx"
+            ex = export_onnx(model, None, out, int8="ORT int8" in backends, recipe=recipe)
+            export = ex.to_dict()
+            for name, int8 in (("ORT fp32", False), ("ORT int8", True)):
+                if name in backends:
+                    file = "model.int8.onnx" if int8 else "model.onnx"
+                    results[name] = BackendResult(
+                        name, "onnxruntime quantize_dynamic (QInt8)" if int8 else "torch.onnx.export (TorchScript), ORT CPU",
+                        ex.files[file], notes=list(ex.notes) if int8 else [])
+                    runners[name] = load_onnx_export(out, int8=int8)
+        # accuracy: one pass over every example per backend, all threads
+        for name, res in results.items():
+            say(f"scoring {name} on {len(evaluator.dataset)} examples ...")
+            preds, seconds = _predict(runners[name], evaluator)
+            res.num_examples, res.eval_seconds = len(preds), round(seconds, 2)
+            res.agreement_with_baseline = float((preds == base_preds).mean())
+            if evaluator.labels is not None:
+                m = compute_metrics(evaluator.labels, preds, evaluator.dataset.metric, loaded.num_labels)
+                res.metric_name, res.metric = m["metric_name"], m["metric"]
+        # latency: per thread count, every backend against the unmodified torch fp32, interleaved
+        try:
+            for t in threads:
+                torch.set_num_threads(t)
+                timed = {name: runners[name] for name in results if not name.startswith("ORT")}
+                for name in results:
+                    if name.startswith("ORT"):
+                        timed[name] = load_onnx_export(f"{tmp}/onnx", int8=name == "ORT int8", threads=t)
+                for b, s in shapes:
+                    say(f"timing {b}x{s} at {t} thread(s) ...")
+                    inputs = evaluator.latency_batch(b, s).model_inputs()
+                    fns = {name: (lambda m=m: m(**inputs)) for name, m in timed.items()}
+                    out = compare(fns, lambda: base_model(**inputs), rounds=rounds, warmup=warmup)
+                    for name in results:
+                        results[name].latency.append({"shape": f"{b}x{s}", **out[name].to_dict()})
+        finally:
+            torch.set_num_threads(torch_threads)
+    return BackendReport(
+        recipe=recipe.to_dict(), model=loaded.name, data=evaluator.dataset.name,
+        baseline_metric=evaluator.baseline.metric, baseline_size_bytes=lowbit.serialized_bytes(base_model),
+        shapes=list(shapes), threads=list(threads), rounds=rounds, results=list(results.values()), export=export,
+        seconds=round(time.perf_counter() - t_start, 1))
+
+
+def table_rows(report: BackendReport) -> list[dict]:
+    """Flat rows (backend x shape x threads) for a table or a Trade-offs plot."""
+    rows = []
+    for r in report.results:
+        for lat in r.latency:
+            rows.append({"backend": r.backend, "shape": lat["shape"], "threads": lat["threads"],
+                         "time x torch fp32": round(lat["ratio"], 3),
+                         "95% interval": f"{lat['ratio_ci95'][0]:.2f}-{lat['ratio_ci95'][1]:.2f}",
+                         "verdict": lat["verdict"], "ms": round(lat["ms"], 2),
+                         "size MB": round(r.size_bytes / 1e6, 1), r.metric_name or "metric": r.metric,
+                         "agreement": r.agreement_with_baseline, "load": lat["load_average"]})
+    return rows
