@@ -97,7 +97,8 @@ def _read_results(path: str) -> list[dict]:
     return results
 
 
-def _evaluate_recipes(args) -> list[dict]:
+def _evaluate_recipes(args) -> tuple[list[dict], list[dict]]:
+    """(results, presets skipped because they do not fit this model, each with its sentence)."""
     from analysis.core.recipe import Recipe
     from analysis.methods.presets import PRESETS
 
@@ -107,14 +108,23 @@ def _evaluate_recipes(args) -> list[dict]:
         importance = None
         if any(p.needs_importance for p in PRESETS.values()):
             importance = _importance(args, ev)
-        recipes += [p.build(ev.adapter.num_layers, importance) for p in PRESETS.values()]
+    skipped = []
+    if args.presets:
+        for p in PRESETS.values():
+            recipe = p.build(ev.adapter.num_layers, importance)
+            try:
+                ev.adapter.validate(recipe)  # e.g. Q-BERT's 12 FFN row groups on a model whose rows 12 does not divide
+            except HeadroomError as e:
+                skipped.append({"preset": p.name, "reason": str(e)})
+                continue
+            recipes.append(recipe)
     recipes += [Recipe.load(path.strip()) for path in (args.recipes or "").split(",") if path.strip()]
     latency = args.cost.startswith("latency")
     results = []
     for recipe in recipes:
         ev.adapter.validate(recipe)
         results.append(ev.evaluate(recipe, latency=latency).to_dict())
-    return results
+    return results, skipped
 
 
 def _key(entry: dict):
@@ -134,7 +144,7 @@ def cmd_pareto(args) -> dict:
 
     if (args.results is None) == (not args.presets and not args.recipes):
         raise HeadroomError("Give either --results FILE or recipes to evaluate (--presets and/or --recipes).")
-    results = _read_results(args.results) if args.results else _evaluate_recipes(args)
+    results, skipped = (_read_results(args.results), []) if args.results else _evaluate_recipes(args)
     cost = COSTS.get(args.cost, args.cost)
     metric = [lookup(r, args.metric) for r in results]
     costs = [lookup(r, cost) for r in results]
@@ -147,7 +157,7 @@ def cmd_pareto(args) -> dict:
     return {
         "what": f"Pareto front: maximise {args.metric}, minimise {cost}; identical recipes counted once, "
                 "ties both kept, results without both fields left out; cheapest first",
-        "metric": args.metric, "cost": cost, "num_results": len(results),
+        "metric": args.metric, "cost": cost, "num_results": len(results), "skipped": skipped,
         "front": [{"index": i, "name": _name(results[i]), args.metric: metric[i], cost: costs[i],
                    "recipe": results[i].get("recipe")} for i in front],
     }

@@ -156,9 +156,6 @@ def _read_safetensors_dir(path: Path) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def _load_demo(name: str) -> LoadedModel:
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
     path = ASSETS / DEMO_MODELS[name]
     if not (path / "headroom.json").exists():
         raise HeadroomError(f"The demo model '{name}' is missing from {path}; reinstall or re-clone Headroom.")

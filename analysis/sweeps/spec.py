@@ -20,7 +20,7 @@ Every field is checked here, with one sentence for what is wrong, before anythin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.errors import HeadroomError
