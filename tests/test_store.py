@@ -65,20 +65,16 @@ def test_four_threads_lose_no_row(tmp_path):
     assert len({r["recipe_key"] for r in store.list()}) == 100
 
 
-def _process_writer(path, offset):
-    store = ResultStore(path)
-    for i in range(30):
-        store.add(record(offset + i))
-
-
 def test_two_processes_lose_no_row(tmp_path):
     path = str(tmp_path / "s.sqlite")
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_process_writer, args=(path, k * 1000)) for k in range(2)]
+    from tests.store_writer import write_rows
+
+    procs = [ctx.Process(target=write_rows, args=(path, k * 1000)) for k in range(2)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
+        p.join(600)  # generous: on a loaded 2-core machine a child takes long to start
     assert [p.exitcode for p in procs] == [0, 0]
     assert ResultStore(path).count() == 60
 
