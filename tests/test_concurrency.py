@@ -16,7 +16,7 @@ RECIPES = [
     Recipe(),
     Recipe(masked_heads=[(0, 1), (2, 3)]),
     Recipe(dropped_layers=[1]),
-    Recipe(weight_bits=4, granularity="per-head"),
+    Recipe(weight_bits=4, granularity="per-head", num_groups=4),  # 4 divides the tiny FFN (64 rows)
     Recipe(masked_heads=[(1, 0)], weight_bits=[8, 3, 8], embedding_bits=8),
     Recipe(masked_heads=[(2, h) for h in range(4)]),
 ]

@@ -127,6 +127,8 @@ def test_the_other_presets(tiny_importance):
         presets.poor_mans_bert(1)
     q = recipes[presets.Q_BERT]
     assert (q.weight_bits, q.granularity, q.embedding_bits) == (4, "per-head", 8)
+    # its FFN row groups divide the tiny model's and ELECTRA-small's widths (the default 12 does not)
+    assert q.num_groups == 8 and all(n % q.num_groups == 0 for n in (32, 64, 256, 384, 768, 1024, 1536, 3072))
     e = recipes[presets.EIGHT_BIT]
     assert (e.weight_bits, e.granularity, e.embedding_bits, e.activation_bits) == (8, "per-channel", 8, 32)
     for name, recipe in recipes.items():

@@ -49,9 +49,14 @@ def poor_mans_bert(num_layers: int, k: int = 2) -> Recipe:
     return Recipe(dropped_layers=dropped_layers_for("top", k, num_layers), name=POOR_MANS_BERT)
 
 
+Q_BERT_FFN_GROUPS = 8
+
+
 def q_bert() -> Recipe:
     """Shen et al. 2020: 4-bit weights, one range per head group; 8-bit word embeddings."""
-    return Recipe(weight_bits=4, granularity="per-head", embedding_bits=8, name=Q_BERT)
+    # FFN matrices have no heads and use num_groups row groups, which must divide their rows: 8
+    # divides the hidden and FFN sizes of every supported family (ELECTRA-small's 256/1024 too; 12 does not)
+    return Recipe(weight_bits=4, granularity="per-head", embedding_bits=8, num_groups=Q_BERT_FFN_GROUPS, name=Q_BERT)
 
 
 def eight_bit() -> Recipe:
