@@ -31,7 +31,7 @@ from analysis.measure.timing import compare, load_average
 RECIPES = {
     "one head masked (0:0)": Recipe(masked_heads=[(0, 0)]),
     "one head masked (3:5)": Recipe(masked_heads=[(3, 5)]),
-    "2 layers dropped (4, 5)": Recipe(dropped_layers=[4, 5]),
+    "2 layers dropped (4 and 5)": Recipe(dropped_layers=[4, 5]),
     "fake 4-bit weights": Recipe(weight_bits=4),
     "int8 weights (real int8 kernels)": Recipe(weight_bits=8),
 }
@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--busy", type=int, default=0, help="CPU-spinning processes to run alongside (a loaded machine)")
-    ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated names of RECIPES to measure")
+    ap.add_argument("--recipes", default=";".join(RECIPES), help="semicolon-separated names of RECIPES to measure")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if args.threads:
@@ -76,12 +76,14 @@ def main() -> None:
         same = [compare({"baseline again": run_base}, run_base, rounds=args.rounds)["baseline again"]
                 for _ in range(args.times)]
         rows["baseline vs baseline"] = [c.to_dict() for c in same]
-        print("baseline vs baseline", [round(c.ratio, 3) for c in same], flush=True)
-        for name in [n for n in args.recipes.split(",") if n]:
+        print("baseline vs baseline", [(round(c.ratio, 3), c.verdict) for c in same], flush=True)
+        for name in [n.strip() for n in args.recipes.split(";") if n.strip()]:
+            if name not in RECIPES:
+                raise SystemExit(f"unknown recipe '{name}'; choose from: {'; '.join(RECIPES)}")
             recipe = RECIPES[name]
             rows[name] = [ev.measure_latency(recipe, batch_size=args.batch_size, rounds=args.rounds).to_dict()
                           for _ in range(args.times)]
-            print(name, [r["ratio"] and round(r["ratio"], 3) for r in rows[name]], flush=True)
+            print(name, [(r["ratio"] and round(r["ratio"], 3), r["verdict"] or r["kind"]) for r in rows[name]], flush=True)
     finally:
         for p in spinners:
             p.terminate()

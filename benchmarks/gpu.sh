@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu.sh OUT_DIR            # on a GPU machine (DEVICE=cuda, the default)
 #   DEVICE=cpu bash benchmarks/gpu.sh /tmp/out --quick   # the same steps on the CPU, small sizes:
 #                                             # checks the script itself where no GPU is at hand
+#   ONLY=cuda_check,importance_demo bash benchmarks/gpu.sh OUT_DIR   # a subset of the steps
 #
 # Steps (full sizes):
 #   cuda_check          torch/CUDA versions, the GPU's name and memory, a matmul checked on the GPU
@@ -30,6 +31,7 @@ START=$SECONDS
 
 step() {  # step NAME TIMEOUT_S COMMAND...: run it, log it, record its exit status and seconds
   local name="$1" limit="$2"; shift 2
+  if [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]]; then return 0; fi
   local t0=$SECONDS
   echo "== $name (limit ${limit}s): $*"
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
@@ -38,7 +40,9 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run it, log it, record its exit stat
   echo "   exit $rc after $((SECONDS - t0)) s (log: $OUT/$name.log)"
 }
 
-step cuda_check 30 python - "$DEVICE" "$OUT/cuda_check.json" <<'EOF'
+CHECK_LIMIT=30
+[ "$QUICK" = 1 ] && CHECK_LIMIT=300  # a loaded CPU takes longer than that to import torch
+step cuda_check "$CHECK_LIMIT" python - "$DEVICE" "$OUT/cuda_check.json" <<'EOF'
 import sys
 import torch
 from analysis.measure.record import write_json
