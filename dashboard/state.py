@@ -67,7 +67,7 @@ HEADS_SEED = _key("heads_seed", "int: the seed the next 'Random k' click on the 
 BITS_REAL = _key("bits_real", "(fp32 dict, low-precision dict): the really quantised model measured last (Bits)")
 ATTENTION_IMAGES = _key("att_images", "(PNG bytes, SVG bytes): the attention overview prepared for download")
 PROFILES = _key("profiles", "{(choice key, recipe key, batch size, seq len): profile report} (Profile)")
-PROFILE_SWEEP = _key("profile_sweep", "DataFrame: time and FLOPs per component vs sequence length (Profile)")
+PROFILE_SWEEP = _key("profile_sweep", "{(choice key, recipe key): DataFrame}: time and FLOPs per component vs sequence length (Profile)")
 MODEL_ZIP = _key("to_zip", "(recipe label, zip bytes): the materialized model built for download (Trade-offs)")
 # widgets whose value the code reads or sets through st.session_state
 HEAD_GRID = _family("head_grid_L", "list[int]: the kept heads of one layer (the head grid's pills)")
