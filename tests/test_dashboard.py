@@ -135,7 +135,7 @@ def test_presets_apply_named_recipes():
 def test_sixteen_heads_preset_and_the_k_least_important_button_mask_the_same_heads():
     at = app("heads")
     assert next(b for b in at.button if b.label == "Mask k least important").disabled  # no importance yet
-    next(b for b in at.button if b.label == "Sixteen heads: prune 40%").click().run()
+    next(b for b in at.button if b.label == "Sixteen heads: mask 40%").click().run()
     assert not at.exception and errors(at) == []
     preset = at.session_state["recipe"]
     assert len(preset.masked_heads) == round(0.4 * 3 * 4) and "michel" in preset.name  # importance computed
@@ -230,7 +230,7 @@ def test_tradeoffs_lists_session_recipes_and_compares_two():
     assert not at.exception
     table = at.dataframe[0].value
     assert len(table) == 5  # baseline + four presets
-    assert {"size MB", "agreement", "latency ms/ex (measured)"} <= set(table.columns)
+    assert {"size MB", "agreement (%)", "latency ms/ex (measured)"} <= set(table.columns)
     assert any("get different predictions" in m.value for m in at.markdown)
     at.switch_page("views/papers.py").run()  # the same session: the best recipes sit beside the papers
     assert not at.exception and errors(at) == []

@@ -45,9 +45,13 @@ def _controls(num_layers: int, adapter) -> None:
     if ss[state.BITS_MODE] == "same for every layer":
         st.select_slider("Bits of every encoder layer (32 = full precision)", BIT_CHOICES, key=state.BITS_ALL,
                          **changed)
-    else:
-        for l, col in enumerate(st.columns(num_layers)):
-            col.selectbox(f"L{l}", BIT_CHOICES, key=state.bits_layer_key(l), **changed)
+    else:  # one evaluation for all the layers changed, not one per change
+        with st.form("bits_layers_form", border=False):
+            for l, col in enumerate(st.columns(num_layers)):
+                col.selectbox(f"L{l}", BIT_CHOICES, key=state.bits_layer_key(l))
+            st.form_submit_button("Apply the bits per layer", type="primary", key="bits_layers_apply",
+                                  help="Change several layers, then evaluate them together once.",
+                                  on_click=_on_bits_changed, args=(num_layers, adapter))
     c1, c2, c3 = st.columns(3)
     c1.select_slider("Word-embedding bits", BIT_CHOICES, key=state.BITS_EMB, **changed)
     c2.selectbox("Granularity (ranges shared per ...)", GRANULARITIES, key=state.BITS_GRAN, **changed)
