@@ -42,6 +42,9 @@ with st.sidebar:
     st.caption(f"**{c.model}** on {c.device} · {state.data_label(c)} ({c.split}, "
                f"{'all' if not c.limit else c.limit} examples)")
     st.caption("The link in the address bar opens this exact view.")
+    from dashboard.widgets import jobs_in_sidebar
+
+    jobs_in_sidebar()
 for warning in st.session_state.pop(state.URL_WARNINGS, []):
     st.warning(warning)
 

@@ -76,6 +76,9 @@ MODEL_ZIP = _key("to_zip", "(recipe key, zip bytes): the materialized model buil
 # widgets whose value the code reads or sets through st.session_state
 HEAD_GRID = _family("head_grid_L", "list[int]: the kept heads of one layer (the head grid's pills)")
 LAYERS_KEEP = _family("layers_keep_", "bool: the 'keep this layer' checkbox of one layer (Layers)")
+MODEL_KIND = _key("md_model_kind", "str: the model radio of Model & data (demo, demo-sst2, other)")
+DATA_KIND = _key("md_data_kind", "str: the data radio of Model & data (bundled, GLUE task, upload a file)")
+BUNDLED_DATA = _key("md_bundled", "str: the bundled data set picked on Model & data")
 HEADS_METHOD = _key("heads_method", "str: the importance method picked on the Heads page")
 BITS_MODE = _key("bits_mode", "str: 'same for every layer' or 'per layer' (Bits)")
 BITS_ALL = _key("bits_all", "int: weight bits of every encoder layer (Bits)")

@@ -256,6 +256,9 @@ def one_shot_note(recipe: Recipe, res, base) -> str | None:
 
 
 # ------------------------------------------------------------------------------ long jobs
+ABANDONED_S = 90.0  # a job whose session has shown no page for this long stops itself (the tab was closed)
+
+
 @dataclass
 class Job:
     """A long analysis running in a background thread; the page polls it."""
@@ -268,11 +271,27 @@ class Job:
     error: str | None = None
     done: bool = False
     thread: threading.Thread | None = None
+    started: float = field(default_factory=time.monotonic)  # when it started (monotonic seconds)
+    finished: float | None = None
+    last_seen: float = field(default_factory=time.monotonic)  # the last time a page of its session ran
 
     def report(self, fraction: float, message: str = "") -> None:
         self.progress = min(1.0, max(0.0, float(fraction)))
         if message:
             self.message = message
+        if time.monotonic() - self.last_seen > ABANDONED_S:  # nobody is watching: free the core
+            self.cancel.set()
+
+    def elapsed_s(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def timing(self) -> str:
+        """'12 s elapsed, about 30 s left' (no guess before 3% or 3 s of progress)."""
+        elapsed = self.elapsed_s()
+        text = f"{elapsed:.0f} s elapsed"
+        if not self.done and self.progress >= 0.03 and elapsed >= 3:
+            text += f", about {elapsed * (1 - self.progress) / self.progress:.0f} s left"
+        return text
 
 
 def start_job(name: str, fn) -> Job:
@@ -285,12 +304,33 @@ def start_job(name: str, fn) -> Job:
         except Exception as exc:  # noqa: BLE001
             job.error = "Stopped." if job.cancel.is_set() else one_sentence(exc)
         finally:
+            job.finished = time.monotonic()
             job.done = True
 
     job.thread = threading.Thread(target=target, name=f"headroom-{name}", daemon=True)
     st.session_state.setdefault(state.JOBS, {})[name] = job
     job.thread.start()
     return job
+
+
+def running_jobs() -> list[Job]:
+    return [j for j in st.session_state.get(state.JOBS, {}).values() if not j.done]
+
+
+def jobs_in_sidebar() -> None:
+    """On every page: the session's running jobs, polled every 2 s (which also tells each job that its
+    session is still open; once the tab is closed the polls stop and the job stops itself)."""
+    if not running_jobs():
+        return
+
+    @st.fragment(run_every=2.0)
+    def poll():
+        now = time.monotonic()
+        for job in running_jobs():
+            job.last_seen = now
+            st.progress(job.progress, text=f"{job.name}: {100 * job.progress:.0f}% · {job.timing()}")
+
+    poll()
 
 
 def get_job(name: str) -> Job | None:
@@ -305,12 +345,15 @@ def job_status(name: str) -> Job | None:
 
     @st.fragment(run_every=1.0 if not job.done else None)
     def poll():
+        job.last_seen = time.monotonic()
         if not job.done:
-            st.progress(job.progress, text=f"{job.name}: {job.message}")
+            st.progress(job.progress, text=f"{job.name}: {job.message} · {job.timing()}")
             if st.button("Stop", key=f"stop_{name}"):
                 job.cancel.set()
         elif job.error:
             st.warning(f"{job.name}: {job.error}")
+        else:
+            st.caption(f"{job.name}: done in {job.elapsed_s():.1f} s")
         if job.done and not st.session_state.get(state.job_seen_key(name, job)):
             st.session_state[state.job_seen_key(name, job)] = True
             st.rerun()  # the whole page redraws once with the result

@@ -24,16 +24,16 @@ MODEL_DATA = {"demo": "banking77", "demo-sst2": "sst2"}  # each demo model's own
 
 def _model_kind_changed() -> None:
     """Picking a demo model picks the data it was fine-tuned for (the user can still change it)."""
-    data = MODEL_DATA.get(st.session_state.get("md_model_kind"))
+    data = MODEL_DATA.get(st.session_state.get(state.MODEL_KIND))
     if data:
-        st.session_state["md_data_kind"] = "bundled"
-        st.session_state["md_bundled"] = data
+        st.session_state[state.DATA_KIND] = "bundled"
+        st.session_state[state.BUNDLED_DATA] = data
 
 
 def _model_picker(current: DataChoice) -> str:
     options = list(MODELS) + (["tiny"] if current.model == "tiny" else [])
     first = current.model if current.model in options else "other"
-    kind = st.radio("Model", options, index=options.index(first), key="md_model_kind",
+    kind = st.radio("Model", options, index=options.index(first), key=state.MODEL_KIND,
                     format_func=lambda k: MODELS.get(k, "tiny random BERT (tests)"), horizontal=True,
                     on_change=_model_kind_changed)
     if kind != "other":
@@ -46,13 +46,19 @@ def _data_picker(current: DataChoice, model: str) -> dict:
     """The data fields of a DataChoice, from the widgets."""
     kind_now = "GLUE task" if current.data.startswith("glue:") else \
         "upload a file" if current.data.endswith((".csv", ".tsv", ".jsonl", ".json")) else "bundled"
-    kind = st.radio("Data", DATA_KINDS, index=DATA_KINDS.index(kind_now), key="md_data_kind", horizontal=True)
+    # once the session holds a widget's value (a demo model picked its data), no default index as well
+    ss = st.session_state
+    kind = st.radio("Data", DATA_KINDS, index=0 if state.DATA_KIND in ss else DATA_KINDS.index(kind_now),
+                    key=state.DATA_KIND, horizontal=True)
     out = {"text_column": "", "pair_column": "", "label_column": ""}
     if kind == "bundled":
         options = list(BUNDLED) + (["tiny"] if current.data == "tiny" else [])
         default = "sst2" if model == "demo-sst2" else "banking77"
         pick = current.data if current.data in options else default
-        out["data"] = st.selectbox("Dataset", options, index=options.index(pick), key="md_bundled",
+        if ss.get(state.BUNDLED_DATA) not in (None, *options):
+            del ss[state.BUNDLED_DATA]
+        out["data"] = st.selectbox("Dataset", options, index=0 if state.BUNDLED_DATA in ss else options.index(pick),
+                                   key=state.BUNDLED_DATA,
                                    format_func=lambda k: BUNDLED.get(k, "tiny made-up sentences (tests)"))
         split_options = ["dev", "train"] if out["data"] == "sst2" else ["test", "train"]
     elif kind == "GLUE task":
