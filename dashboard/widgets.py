@@ -128,8 +128,10 @@ def _draw_panel(choice, ev, recipe: Recipe, res, base, seconds: float, estimate:
         metric_name = res.metric_name.replace("_", " ")
         delta = None if res.metric is None or base.metric is None or is_base else 100 * (res.metric - base.metric)
         kind = "estimate" if estimate else "simulated"
+        unchanged = delta is not None and abs(delta) < 0.05  # no green arrow on "+0.0 pts"
         c1.metric(f"{metric_name} · {kind}", _pct(res.metric),
                   delta=None if delta is None else f"{delta:+.1f} pts",
+                  delta_color="off" if unchanged else "normal", delta_arrow="off" if unchanged else "auto",
                   help=f"Baseline {_pct(base.metric)} on the same {res.num_examples} examples. Simulated: the recipe "
                        "is applied inside Headroom's forward pass; the model is not changed."
                        + (" Estimate: a stratified subset; the exact figure replaces it." if estimate else ""))

@@ -100,7 +100,15 @@ def render() -> None:
         _prediction(ev, text, pair, recipe)
         tab_head, tab_model, tab_overview = st.tabs(["Head view", "Model view", "All heads"])
         with tab_head:
-            render_bertviz(bertviz_html("head", maps.attentions, maps.tokens, b_start))
+            view, how = st.columns([3, 2], gap="large")
+            with view:
+                render_bertviz(bertviz_html("head", maps.attentions, maps.tokens, b_start))
+            how.markdown("**Reading the head view**\n\n"
+                         "- a line runs from a token (left) to a token it attends to (right); darker = more attention\n"
+                         "- pick the layer above the picture; each colour is one head: click a colour to hide or "
+                         "show that head, double-click it to show that head alone\n"
+                         "- masked heads and dropped layers draw no lines\n"
+                         "- **Model view** shows every head of every layer at once; **All heads** exports them")
         with tab_model:
             layer_filter = st.selectbox("Layers", ["all"] + list(range(len(maps.attentions))), key="att_model_layer")
             render_bertviz(bertviz_html("model", maps.attentions, maps.tokens, b_start,

@@ -105,8 +105,8 @@ def _baseline_card(choice: DataChoice) -> None:
                   "n/a (no labels)" if base.metric is None else f"{100 * base.metric:.1f}%")
         c2.metric("size (fp32, from bits)", f"{base.size.mb:.1f} MB")
         lat = resources.latency(choice, Recipe())
-        c3.metric("latency / example · measured", f"{lat.ms_per_example:.2f} ms",
-                  help=f"On {lat.device}: batch {lat.batch_size} x {lat.seq_len} tokens, {lat.threads} threads")
+        c3.metric("latency · measured", f"{lat.ms_per_example:.2f} ms",
+                  help=f"Per example, on {lat.device}: batch {lat.batch_size} x {lat.seq_len} tokens, {lat.threads} threads")
         c4.metric("layers x heads", f"{d['num_layers']} x {d['num_heads']}")
         c5.metric("parameters", f"{d['parameters'] / 1e6:.1f} M")
         st.caption(f"{d['architecture']} ({d['model_type']}), hidden {d['hidden_size']}, {d['num_labels']} labels, "
