@@ -57,11 +57,15 @@ def render() -> None:
         chosen = st.multiselect("Method", kinds, default=[], key="papers_methods", placeholder="all methods")
         shown = papers[papers["method"].isin(chosen)] if chosen else papers
         st.dataframe(
-            shown[["method", "reduced", "reduction", "speedup", "accuracy", "paper", "citation"]],
-            hide_index=True, key="papers_table",
-            column_config={"method": st.column_config.TextColumn(width="medium"),
-                           "paper": st.column_config.TextColumn(width="medium"),
-                           "citation": st.column_config.TextColumn(width="medium")},
+            shown[["method", "reduced", "reduction", "speedup", "accuracy", "citation", "paper"]],
+            hide_index=True, key="papers_table",  # the title last: it is long, the hover shows it whole
+            column_config={"method": st.column_config.TextColumn(width="small"),
+                           "reduced": st.column_config.TextColumn(width="small"),
+                           "reduction": st.column_config.TextColumn(width="small"),
+                           "speedup": st.column_config.TextColumn(width="small"),
+                           "accuracy": st.column_config.TextColumn(width="small"),
+                           "citation": st.column_config.TextColumn(width="medium"),
+                           "paper": st.column_config.TextColumn(width="large")},
         )
         import plotly.graph_objects as go
 

@@ -168,7 +168,8 @@ def render() -> None:
         for col in (metric, "agreement"):
             shown[col] = (100 * shown[col]).round(2)
         shown = shown.rename(columns={metric: f"{metric} (%)", "agreement": "agreement (%)"})
-        st.dataframe(shown.round(3), hide_index=True, key="to_table")
+        st.dataframe(shown.round(3), hide_index=True, key="to_table",
+                     column_config={"recipe": st.column_config.TextColumn(width="large")})
         _measured_rows()
         d1, d2, d3, d4 = st.columns(4)
         d1.download_button("Download the table (CSV)", shown.round(4).to_csv(index=False).encode(),
