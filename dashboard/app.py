@@ -27,16 +27,24 @@ st.set_page_config(page_title="Headroom", page_icon=str(DASHBOARD / "static" / "
                    layout="wide")
 
 state.init()
-# A link with ?page=heads opens that page: it becomes this session's default (the page at "/").
-start = st.session_state.get(state.START_PAGE) or pages.DEFAULT
-PAGES = {p.name: st.Page(p.path, title=p.title, url_path=p.name, default=(p.name == start)) for p in pages.PAGES}
+# Every page keeps its own URL path (/heads, /bits); the default page is served at "/". A page that
+# became the default would lose its path, and a copied /bits link would open "Page not found".
+PAGES = {p.name: st.Page(p.path, title=p.title, url_path=p.name, default=(p.name == pages.DEFAULT))
+         for p in pages.PAGES}
 page = st.navigation(list(PAGES.values()))
+# A link to "/" that names its page in ?page=heads (older links, scripts) opens that page, once.
+start = st.session_state.pop(state.START_PAGE, "")
+if start and start != pages.DEFAULT and page.url_path == PAGES[pages.DEFAULT].url_path:
+    st.switch_page(PAGES[start], query_params=dict(st.query_params))
 
 with st.sidebar:
     c = state.choice()
-    st.caption(f"**{c.model}** on {c.device} · {c.data} ({c.split}, "
+    st.caption(f"**{c.model}** on {c.device} · {state.data_label(c)} ({c.split}, "
                f"{'all' if not c.limit else c.limit} examples)")
     st.caption("The link in the address bar opens this exact view.")
+    from dashboard.widgets import jobs_in_sidebar
+
+    jobs_in_sidebar()
 for warning in st.session_state.pop(state.URL_WARNINGS, []):
     st.warning(warning)
 

@@ -4,7 +4,7 @@ bertviz (Vig 2019) draws its head and model views with require.js, d3 and jQuery
 cdnjs, so with no network the view is blank. `bertviz_html` asks bertviz for its HTML
 (`html_action="return"`), drops the CDN `<script src>` and the `require.config` that points
 at cdnjs, and inlines the copies vendored in `dashboard/static/vendor/` (see LICENSES.md there).
-The result is one self-contained HTML document for `st.components.v1.html` or a file.
+The result is one self-contained HTML document for `st.iframe` or a file.
 
 The plotly builders (`heads_overview_figure`, `head_stats_heatmap`) draw the L x H picture:
 every head's attention map at a glance, and one number per head (importance, entropy).
@@ -146,11 +146,17 @@ def bertviz_html(
     )
 
 
-def render_bertviz(html: str, height: int = 650) -> None:
-    """Show `bertviz_html(...)` output in the current Streamlit page (a sandboxed iframe)."""
-    import streamlit.components.v1 as components
+def render_bertviz(html: str, height: int | str = "content") -> None:
+    """Show `bertviz_html(...)` output in the current Streamlit page.
 
-    components.html(html, height=height, scrolling=True)
+    `st.iframe` (Streamlit >= 1.52), not the deprecated `st.components.v1.html` (removal announced
+    after 2026-06-01): an HTML string runs in an iframe that executes its scripts, which bertviz
+    needs (`st.html` ignores JavaScript unless told otherwise, and then runs it in the app's own page).
+    `height="content"` sizes the frame to what bertviz drew, so no head or layer row is clipped.
+    """
+    import streamlit as st
+
+    st.iframe(html, height=height, alt="bertviz attention view")
 
 
 def _pixel_spacing(n: int, cell_px: float, gap_px: float) -> tuple[float, float]:

@@ -41,6 +41,7 @@ BUNDLED_DATA = ("banking77", "banking", "sst2", "sst-2", "tiny")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # the most layers and heads a link's recipe may name (BERT-large has 24 x 16): a longer code is garbage
 MAX_LINK_LAYERS, MAX_LINK_HEADS = 128, 128
+MAX_UNDO = 50  # recipes the Undo button can go back through
 
 # ------------------------------------------------------------------------------ session-state keys
 SESSION_KEYS: dict[str, str] = {}  # key -> what st.session_state holds under it
@@ -63,6 +64,7 @@ RECIPE = _key("recipe", "Recipe: the what-if every page shows and edits")
 PAGE = _key("page", "str: the name (dashboard.pages) of the page drawn last; written into the URL")
 START_PAGE = _key("start_page", "str: the page the link's ?page= asked for on the first run ('' = the default)")
 URL_WARNINGS = _key("url_warnings", "list[str]: what was wrong with the link, shown once above the page")
+UNDO = _key("undo", "list[Recipe]: the recipes before each change, newest last (the panel's Undo)")
 RECIPE_ERROR = _key("recipe_error", "str: why the last recipe change was refused, shown once by the metrics panel")
 # results of this session
 HISTORY = _key("history", "{(choice key, recipe key): Recipe}: every recipe the metrics panel showed (Trade-offs)")
@@ -77,13 +79,18 @@ CURVES = _key("curves", "{(choice key, order, method): PruneCurve}: the pruning 
 HEADS_SEED = _key("heads_seed", "int: the seed the next 'Random k' click on the Heads page uses")
 BITS_BACKENDS = _key("bits_backends", "list[dict]: the backends table (torch / ONNX Runtime) measured last (Bits)")
 BITS_REAL = _key("bits_real", "(fp32 dict, low-precision dict): the really quantised model measured last (Bits)")
+ATTENTION_TEXT = _key("att_text", "str: the sentence typed on the Attention page (a text_input)")
+ATTENTION_TEXT_FOR = _key("att_text_for", "str: the data set whose example sentence att_text was filled with")
 ATTENTION_IMAGES = _key("att_images", "(PNG bytes, SVG bytes): the attention overview prepared for download")
 PROFILES = _key("profiles", "{(choice key, recipe key, batch size, seq len): profile report} (Profile)")
-PROFILE_SWEEP = _key("profile_sweep", "DataFrame: time and FLOPs per component vs sequence length (Profile)")
-MODEL_ZIP = _key("to_zip", "(recipe label, zip bytes): the materialized model built for download (Trade-offs)")
+PROFILE_SWEEP = _key("profile_sweep", "{(choice key, recipe key): DataFrame}: time and FLOPs per component vs sequence length (Profile)")
+MODEL_ZIP = _key("to_zip", "(recipe key, zip bytes): the materialized model built for download (Trade-offs)")
 # widgets whose value the code reads or sets through st.session_state
 HEAD_GRID = _family("head_grid_L", "list[int]: the kept heads of one layer (the head grid's pills)")
 LAYERS_KEEP = _family("layers_keep_", "bool: the 'keep this layer' checkbox of one layer (Layers)")
+MODEL_KIND = _key("md_model_kind", "str: the model radio of Model & data (demo, demo-sst2, other)")
+DATA_KIND = _key("md_data_kind", "str: the data radio of Model & data (bundled, GLUE task, upload a file)")
+BUNDLED_DATA = _key("md_bundled", "str: the bundled data set picked on Model & data")
 HEADS_METHOD = _key("heads_method", "str: the importance method picked on the Heads page")
 BITS_MODE = _key("bits_mode", "str: 'same for every layer' or 'per layer' (Bits)")
 BITS_ALL = _key("bits_all", "int: weight bits of every encoder layer (Bits)")
@@ -137,6 +144,17 @@ class DataChoice:
 
     def key(self) -> tuple:
         return tuple(asdict(self).values())
+
+
+def data_label(choice: DataChoice) -> str:
+    """The data as a user names it: an uploaded file by its own name, not the path it was saved under."""
+    from pathlib import Path
+
+    if choice.data.endswith((".csv", ".tsv", ".jsonl", ".json")):
+        path = Path(choice.data)
+        stem = path.stem.rsplit("-", 1)[0] if "-" in path.stem else path.stem  # drop the content digest
+        return f"{stem}{path.suffix} (uploaded)"
+    return choice.data
 
 
 def default_choice() -> DataChoice:
@@ -245,7 +263,21 @@ def set_recipe(new: Recipe, adapter=None) -> bool:
         except HeadroomError as e:
             st.session_state[RECIPE_ERROR] = str(e)
             return False
+    old = st.session_state.get(RECIPE)
+    if old is not None and old.key() != new.key():
+        undo = st.session_state.setdefault(UNDO, [])
+        undo.append(old)
+        del undo[:-MAX_UNDO]
     st.session_state[RECIPE] = new
+    return True
+
+
+def undo_recipe() -> bool:
+    """Go back to the recipe before the last change; False when there is none."""
+    undo = st.session_state.get(UNDO) or []
+    if not undo:
+        return False
+    st.session_state[RECIPE] = undo.pop()
     return True
 
 
@@ -254,6 +286,7 @@ def set_choice(new: DataChoice) -> None:
     if new != st.session_state[CHOICE]:
         st.session_state[CHOICE] = new
         st.session_state[RECIPE] = Recipe()
+        st.session_state[UNDO] = []  # the old recipes may not fit the new model
 
 
 @dataclass

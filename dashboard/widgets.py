@@ -70,50 +70,95 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def recipe_label(recipe: Recipe) -> str:
+    """A recipe's name with what it changes ("Sixteen heads: mask 40% — 5 heads masked (L0: 2, L2: 3)")."""
+    what = recipe.describe()
+    return f"{recipe.name} — {what}" if recipe.name and not recipe.is_baseline() else what
+
+
 def metrics_panel(choice=None) -> None:
-    """The live metrics of the current recipe against the baseline."""
+    """The live metrics of the current recipe against the baseline: a first figure on a 100-example
+    subset at once (labelled an estimate) when the exact one is not cached, then the exact one."""
     choice = choice or state.choice()
     recipe = state.recipe()
     refused = st.session_state.pop(state.RECIPE_ERROR, None)
     if refused:
         st.error(f"{refused} The previous recipe is kept.", icon=":material/error:")
+    _undo_reset_buttons()
+    panel = st.container(key="metrics_panel").empty()  # the key: tests and benchmarks find the panel by it
+    t0 = time.perf_counter()
     try:
         ev = resources.evaluator(choice)
         base = resources.evaluate(choice, Recipe())
-        with st.spinner("Evaluating the recipe ..."):
-            t0 = time.perf_counter()
+        if resources.cached_result(choice, recipe) is None:
+            quick = resources.evaluate_quick(choice, recipe)
+            if quick is not None:
+                quick_base = resources.evaluate(resources.quick_choice(choice), Recipe())
+                with panel.container():
+                    _draw_panel(choice, ev, recipe, quick, quick_base, time.perf_counter() - t0, estimate=True)
+        with st.spinner("Evaluating every example ..."):
             res = resources.evaluate(choice, recipe)
-            seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001
+        panel.empty()
         show_error(exc)
         return
     st.session_state[state.LAST_UPDATE_S] = seconds
     st.session_state.setdefault(state.HISTORY, {})[(choice.key(), recipe.key())] = recipe
+    with panel.container():
+        _draw_panel(choice, ev, recipe, res, base, seconds, estimate=False)
+
+
+def _undo_reset_buttons() -> None:
+    undo = st.session_state.get(state.UNDO) or []
+    c1, c2, _ = st.columns([1, 1, 6])
+    c1.button("Undo", key="panel_undo", disabled=not undo, on_click=state.undo_recipe, width="stretch",
+              icon=":material/undo:", help="Back to the recipe before the last change" +
+              (f" ({recipe_label(undo[-1])})" if undo else ""))
+    c2.button("Reset", key="panel_reset", disabled=state.recipe().is_baseline(), width="stretch",
+              on_click=state.set_recipe, args=(Recipe(),), help="Back to the baseline (no change)")
+
+
+def _draw_panel(choice, ev, recipe: Recipe, res, base, seconds: float, estimate: bool) -> None:
     is_base = recipe.is_baseline()
-    with st.container(border=True, key="metrics_panel"):
-        st.markdown(f"**Live metrics** · {recipe.name or recipe.describe()}")
+    with st.container(border=True):
+        title = f"**Live metrics** · {recipe_label(recipe)}"
+        if estimate:
+            title += f" · :orange[estimate on {res.num_examples} examples, every example is being evaluated ...]"
+        st.markdown(title)
         c1, c2, c3, c4, c5 = st.columns(5)
         metric_name = res.metric_name.replace("_", " ")
         delta = None if res.metric is None or base.metric is None or is_base else 100 * (res.metric - base.metric)
-        c1.metric(f"{metric_name} · simulated", _pct(res.metric),
+        kind = "estimate" if estimate else "simulated"
+        unchanged = delta is not None and abs(delta) < 0.05  # no green arrow on "+0.0 pts"
+        c1.metric(f"{metric_name} · {kind}", _pct(res.metric),
                   delta=None if delta is None else f"{delta:+.1f} pts",
-                  help=f"Baseline {_pct(base.metric)}. Simulated: the recipe is applied inside "
-                       "Headroom's forward pass; the model is not changed.")
+                  delta_color="off" if unchanged else "normal", delta_arrow="off" if unchanged else "auto",
+                  help=f"Baseline {_pct(base.metric)} on the same {res.num_examples} examples. Simulated: the recipe "
+                       "is applied inside Headroom's forward pass; the model is not changed."
+                       + (" Estimate: a stratified subset; the exact figure replaces it." if estimate else ""))
         c2.metric("agreement with baseline", _pct(res.agreement),
                   help="Share of examples where the prediction equals the baseline's prediction.")
         size = res.size
         c3.metric("size · from bits", f"{size.mb:.1f} MB",
                   delta=None if is_base else f"{100 * size.fraction_of_baseline:.0f}% of baseline",
-                  delta_color="off",
+                  delta_color="off", delta_arrow="off",
                   help=f"Baseline {size.baseline_mb:.1f} MB; {size.parameters:,} parameters. "
                        "Predicted from the bits, scales included.")
-        c5.metric("examples", f"{res.num_examples:,}", help=ev.dataset.name)
+        c5.metric("examples", f"{res.num_examples:,}", help=ev.dataset.name if not estimate else "a stratified subset")
         how = "baseline pass" if is_base else f"recomputed from layer {res.started_at_layer} in {res.eval_seconds:.2f} s"
+        state_ = "estimate" if estimate else "exact"
         st.caption(f"{ev.dataset.name} · {choice.model} on {res.device} ({res.dtype}) · metrics simulated, {how} · "
-                   f"panel updated in {seconds:.2f} s")
+                   f"{state_} after {seconds:.2f} s")
+        note = None if estimate else one_shot_note(recipe, res, base)
+        if note:
+            st.caption(f":material/info: {note}")
         # Latency last: the metrics above are already on the page while it is measured.
         with c4:
-            _latency_metric(choice, recipe, is_base)
+            if estimate:
+                st.metric("latency · measured", "…", help="Measured after the exact metrics.")
+            else:
+                _latency_metric(choice, recipe, is_base)
 
 
 def _latency_metric(choice, recipe: Recipe, is_base: bool) -> None:
@@ -203,21 +248,40 @@ def preset_recipe(choice, ev, name: str) -> Recipe:
 
 
 def preset_picker(choice, ev, key: str = "preset") -> None:
-    """A button per preset, each citing its paper, and a reset to the baseline."""
+    """A button per preset, each citing its paper, and a reset; the panel's Undo takes a preset back."""
     from analysis.methods.presets import PRESETS
 
-    cols = st.columns(len(PRESETS) + 1)
-    for col, preset in zip(cols, PRESETS.values()):
-        needs = (" Ranks heads by this session's importance (Michel importance is computed first if there is "
-                 "none).") if preset.needs_importance else ""
-        if col.button(preset.name, key=f"{key}_{preset.name}", width="stretch",
-                      help=f"{preset.what.capitalize()}. {preset.citation}.{needs}"):
-            state.set_recipe(preset_recipe(choice, ev, preset.name), ev.adapter)
-    if cols[-1].button("Reset to baseline", key=f"{key}_reset", width="stretch"):
-        state.set_recipe(Recipe())
+    with st.container(horizontal=True, key=f"{key}_row"):  # buttons as wide as their labels, wrapping
+        for preset in PRESETS.values():
+            needs = (" Ranks heads by this session's importance (Michel importance is computed first if there is "
+                     "none).") if preset.needs_importance else ""
+            if st.button(preset.name, key=f"{key}_{preset.name}",
+                         help=f"{preset.what.capitalize()}. {preset.citation}.{needs} It replaces the current "
+                              "recipe; Undo (above the metrics) brings that back."):
+                before = state.recipe()
+                if state.set_recipe(preset_recipe(choice, ev, preset.name), ev.adapter) and not before.is_baseline():
+                    st.toast(f"{preset.name} replaced {recipe_label(before)}; **Undo** brings it back.")
+        if st.button("Reset to baseline", key=f"{key}_reset"):
+            state.set_recipe(Recipe())
+
+
+def one_shot_note(recipe: Recipe, res, base) -> str | None:
+    """Why a big drop after dropping layers or masking heads is expected here (no re-fine-tuning)."""
+    if res.metric is None or base.metric is None or base.metric - res.metric < 0.05:
+        return None
+    if recipe.dropped_layers:
+        return ("One-shot: the layers are dropped without re-fine-tuning. Sajjad et al. re-fine-tune the model "
+                "after dropping, which is how their accuracy stays close to the baseline.")
+    if recipe.masked_heads:
+        return ("One-shot: heads are masked without re-fine-tuning (as in Michel et al.'s pruning curves); "
+                "accuracy falls fast past a model-dependent share of heads.")
+    return None
 
 
 # ------------------------------------------------------------------------------ long jobs
+ABANDONED_S = 90.0  # a job whose session has shown no page for this long stops itself (the tab was closed)
+
+
 @dataclass
 class Job:
     """A long analysis running in a background thread; the page polls it."""
@@ -230,11 +294,27 @@ class Job:
     error: str | None = None
     done: bool = False
     thread: threading.Thread | None = None
+    started: float = field(default_factory=time.monotonic)  # when it started (monotonic seconds)
+    finished: float | None = None
+    last_seen: float = field(default_factory=time.monotonic)  # the last time a page of its session ran
 
     def report(self, fraction: float, message: str = "") -> None:
         self.progress = min(1.0, max(0.0, float(fraction)))
         if message:
             self.message = message
+        if time.monotonic() - self.last_seen > ABANDONED_S:  # nobody is watching: free the core
+            self.cancel.set()
+
+    def elapsed_s(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def timing(self) -> str:
+        """'12 s elapsed, about 30 s left' (no guess before 3% or 3 s of progress)."""
+        elapsed = self.elapsed_s()
+        text = f"{elapsed:.0f} s elapsed"
+        if not self.done and self.progress >= 0.03 and elapsed >= 3:
+            text += f", about {elapsed * (1 - self.progress) / self.progress:.0f} s left"
+        return text
 
 
 def start_job(name: str, fn) -> Job:
@@ -247,12 +327,33 @@ def start_job(name: str, fn) -> Job:
         except Exception as exc:  # noqa: BLE001
             job.error = "Stopped." if job.cancel.is_set() else one_sentence(exc)
         finally:
+            job.finished = time.monotonic()
             job.done = True
 
     job.thread = threading.Thread(target=target, name=f"headroom-{name}", daemon=True)
     st.session_state.setdefault(state.JOBS, {})[name] = job
     job.thread.start()
     return job
+
+
+def running_jobs() -> list[Job]:
+    return [j for j in st.session_state.get(state.JOBS, {}).values() if not j.done]
+
+
+def jobs_in_sidebar() -> None:
+    """On every page: the session's running jobs, polled every 2 s (which also tells each job that its
+    session is still open; once the tab is closed the polls stop and the job stops itself)."""
+    if not running_jobs():
+        return
+
+    @st.fragment(run_every=2.0)
+    def poll():
+        now = time.monotonic()
+        for job in running_jobs():
+            job.last_seen = now
+            st.progress(job.progress, text=f"{job.name}: {100 * job.progress:.0f}% · {job.timing()}")
+
+    poll()
 
 
 def get_job(name: str) -> Job | None:
@@ -267,12 +368,15 @@ def job_status(name: str) -> Job | None:
 
     @st.fragment(run_every=1.0 if not job.done else None)
     def poll():
+        job.last_seen = time.monotonic()
         if not job.done:
-            st.progress(job.progress, text=f"{job.name}: {job.message}")
+            st.progress(job.progress, text=f"{job.name}: {job.message} · {job.timing()}")
             if st.button("Stop", key=f"stop_{name}"):
                 job.cancel.set()
         elif job.error:
             st.warning(f"{job.name}: {job.error}")
+        else:
+            st.caption(f"{job.name}: done in {job.elapsed_s():.1f} s")
         if job.done and not st.session_state.get(state.job_seen_key(name, job)):
             st.session_state[state.job_seen_key(name, job)] = True
             st.rerun()  # the whole page redraws once with the result

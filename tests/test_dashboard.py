@@ -151,7 +151,7 @@ def test_presets_apply_named_recipes():
 def test_sixteen_heads_preset_and_the_k_least_important_button_mask_the_same_heads():
     at = app("heads")
     assert next(b for b in at.button if b.label == "Mask k least important").disabled  # no importance yet
-    next(b for b in at.button if b.label == "Sixteen heads: prune 40%").click().run()
+    next(b for b in at.button if b.label == "Sixteen heads: mask 40%").click().run()
     assert not at.exception and errors(at) == []
     preset = at.session_state["recipe"]
     assert len(preset.masked_heads) == round(0.4 * 3 * 4) and "michel" in preset.name  # importance computed
@@ -246,7 +246,7 @@ def test_tradeoffs_lists_session_recipes_and_compares_two():
     assert not at.exception
     table = at.dataframe[0].value
     assert len(table) == 5  # baseline + four presets
-    assert {"size MB", "agreement", "latency x baseline (measured)", "latency (interleaved with baseline)"} <= set(table.columns)
+    assert {"size MB", "agreement (%)", "latency x baseline (measured)", "latency (interleaved with baseline)"} <= set(table.columns)
     assert table["url recipe"].is_unique  # one row per recipe: a front never counts one twice
     assert any("get different predictions" in m.value for m in at.markdown)
     at.switch_page("views/papers.py").run()  # the same session: the best recipes sit beside the papers
@@ -304,3 +304,62 @@ def test_demo_model_head_toggle(monkeypatch):
     assert at.session_state["recipe"].masked_heads == [(5, 0)]
     assert base == "100.0%" and not at.exception
     print(f"demo head toggle (200 examples, AppTest, torch threads {os.cpu_count()}): {seconds:.2f} s")
+
+
+# ------------------------------------------------------------------------------ newcomer fixes (issue 13)
+def test_picking_the_sst2_demo_model_picks_its_data():
+    at = app("model")
+    at.radio(key="md_model_kind").set_value("demo-sst2").run()
+    assert not at.exception and [w.value for w in at.warning] == []
+    assert at.selectbox(key="md_bundled").value == "sst2" and at.selectbox(key="md_split_bundled").value == "dev"
+
+
+def test_undo_and_reset_on_a_page_with_the_panel():
+    at = app("layers")
+    assert at.button(key="panel_undo").disabled and at.button(key="panel_reset").disabled
+    at.checkbox(key="layers_keep_0").uncheck().run()
+    at.checkbox(key="layers_keep_1").uncheck().run()
+    assert at.session_state["recipe"].dropped_layers == [0, 1]
+    at.button(key="panel_undo").click().run()
+    assert at.session_state["recipe"].dropped_layers == [0]
+    assert at.checkbox(key="layers_keep_1").value is True
+    at.button(key="panel_reset").click().run()
+    assert at.session_state["recipe"].is_baseline() and not at.exception
+
+
+def test_the_panel_shows_an_estimate_first_then_the_exact_figure():
+    from dashboard import resources
+    from dashboard.state import DataChoice
+
+    assert resources.quick_choice(DataChoice(limit=500)).limit == resources.QUICK_EXAMPLES
+    assert resources.quick_choice(DataChoice(limit=150)) is None  # small data: the exact figure is quick
+    at = app("heads")
+    at.pills(key="head_grid_L0").set_value([1, 2, 3]).run()
+    assert metric(at, "examples") == "500"  # what stays on the page is the exact figure
+    assert any("exact after" in c.value for c in at.caption)
+
+
+def test_two_recipes_with_the_same_name_stay_two_in_trade_offs():
+    at = app("heads")
+    at.session_state["recipe"] = Recipe(masked_heads=[(0, 3)], name="mine")
+    at.run()
+    at.session_state["recipe"] = Recipe(masked_heads=[(1, 2)], name="mine")
+    at.run()
+    at.switch_page("views/tradeoffs.py").run()
+    assert not at.exception and errors(at) == []
+    labels = list(at.dataframe[0].value["recipe"])
+    assert "mine — 1 head masked (L0 H3)" in labels and "mine — 1 head masked (L1 H2)" in labels
+    pick = at.selectbox(key="to_pick")
+    assert len(pick.options) == 3  # baseline and the two
+    pick.select_index(1).run()
+    key = at.selectbox(key="to_pick").value
+    at.button(key="to_make_current").click().run()
+    assert at.session_state["recipe"].key() == key and not at.exception
+
+
+def test_profile_table_has_units():
+    at = app("profile")
+    at.button(key="prof_run").click().run()
+    table = at.dataframe[0].value
+    assert {"parameters (M)", "GFLOPs (counted)", "% of parameters", "% of time"} <= set(table.columns)
+    assert abs(table["% of parameters"].sum() - 100) < 0.5

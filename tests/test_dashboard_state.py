@@ -118,7 +118,7 @@ def test_a_session_through_every_page_holds_only_declared_keys(monkeypatch):
         at.switch_page(f"views/{page.file}").run()
         check()
         if page.name == "heads":  # importance (computed for the preset), the random seed
-            next(b for b in at.button if b.label == "Sixteen heads: prune 40%").click().run()
+            next(b for b in at.button if b.label == "Sixteen heads: mask 40%").click().run()
             check()
             next(b for b in at.button if b.label == "Random k").click().run()
             check()

@@ -65,7 +65,11 @@ def test_views():
     assert Recipe(weight_bits=[32, 32, 32, 8]).first_changed_layer(4) == 3
     assert Recipe(embedding_bits=8).first_changed_layer(4) == 0
     assert Recipe(name="only a name").first_changed_layer(4) == 4
-    assert "2 heads masked" in r.describe() and "layers 2 dropped" in r.describe()
+    assert r.describe() == "2 heads masked (L1 H0, L1 H3); layer 2 dropped; bits 32/32/32/8 (per-tensor)"
+    assert Recipe(masked_heads=[(0, 3)]).describe() == "1 head masked (L0 H3)"
+    assert Recipe(masked_heads=[(0, 1), (0, 2), (0, 3), (2, 0)], dropped_layers=[4, 5]).describe() == \
+        "4 heads masked (L0: 3, L2: 1); layers 4,5 dropped"
+    assert Recipe(masked_heads=[(l, 0) for l in range(12)]).describe() == "12 heads masked in 12 layers"
     assert Recipe().describe().startswith("baseline")
 
 

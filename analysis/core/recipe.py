@@ -189,11 +189,15 @@ class Recipe:
         return self.first_difference(self.signature(num_layers), Recipe().signature(num_layers))
 
     def describe(self) -> str:
+        """What the recipe changes, in words a table label can carry: "1 head masked (L0 H3)",
+        "14 heads masked (L0: 3, L2: 11)", "layer 5 dropped"; two different recipes read differently
+        unless they mask the same number of heads per layer (then `key()` still tells them apart)."""
         parts = []
         if self.masked_heads:
-            parts.append(f"{len(self.masked_heads)} heads masked")
+            parts.append(self._describe_heads())
         if self.dropped_layers:
-            parts.append("layers " + ",".join(map(str, self.dropped_layers)) + " dropped")
+            many = len(self.dropped_layers) > 1
+            parts.append(("layers " if many else "layer ") + ",".join(map(str, self.dropped_layers)) + " dropped")
         bits = self.weight_bits
         if isinstance(bits, list):
             if len(set(bits)) == 1:
@@ -207,6 +211,18 @@ class Recipe:
         if self.activation_bits != 32:
             parts.append(f"{self.activation_bits}-bit activations")
         return "; ".join(parts) or "baseline (no change)"
+
+    def _describe_heads(self, max_listed: int = 3, max_layers: int = 6) -> str:
+        n = len(self.masked_heads)
+        what = f"{n} head{'s' if n != 1 else ''} masked"
+        if n <= max_listed:
+            return f"{what} ({', '.join(f'L{l} H{h}' for l, h in self.masked_heads)})"
+        per_layer: dict[int, int] = {}
+        for layer, _ in self.masked_heads:
+            per_layer[layer] = per_layer.get(layer, 0) + 1
+        if len(per_layer) <= max_layers:
+            return f"{what} ({', '.join(f'L{l}: {c}' for l, c in per_layer.items())})"
+        return f"{what} in {len(per_layer)} layers"
 
     # ------------------------------------------------------------------ validation
     def validate(self, num_layers: int, num_heads: int) -> "Recipe":

@@ -1,6 +1,6 @@
 """Named demo recipes, one per paper: each a function returning a Recipe, with its citation.
 
-- "Sixteen heads: prune 40%" — Michel, Levy & Neubig 2019: mask the 40% least important heads.
+- "Sixteen heads: mask 40%" — Michel, Levy & Neubig 2019: mask the 40% least important heads.
   It needs a head importance (`HeadImportance`), passed explicitly; without one it raises
   rather than masking heads nobody ranked.
 - "Poor man's BERT: drop top 2" — Sajjad, Dalvi, Durrani & Nakov 2023: drop the top two layers
@@ -26,7 +26,7 @@ from analysis.methods.importance import HeadImportance
 from analysis.methods.layers import dropped_layers_for, max_k
 from analysis.methods.selection import least_important_fraction
 
-SIXTEEN_HEADS = "Sixteen heads: prune 40%"
+SIXTEEN_HEADS = "Sixteen heads: mask 40%"
 POOR_MANS_BERT = "Poor man's BERT: drop top 2"
 Q_BERT = "Q-BERT: 4-bit per-head"
 EIGHT_BIT = "8-bit everything"

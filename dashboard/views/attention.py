@@ -14,6 +14,35 @@ from analysis.core.recipe import Recipe
 from dashboard import resources, state, widgets
 
 
+EXAMPLE_SENTENCES = {
+    "banking77": "I still have not received my new card, can you check?",
+    "sst2": "A gripping, beautifully acted film that never lets up.",
+    "glue:sst2": "A gripping, beautifully acted film that never lets up.",
+}
+
+
+def _prediction(ev, text: str, pair: str | None, recipe: Recipe) -> None:
+    """The model's answer for this one input: baseline and recipe, each with its confidence."""
+    import torch
+
+    from analysis.core.simulate import simulate
+    from analysis.io.batching import Batch
+
+    loaded = ev.loaded
+    enc = loaded.tokenizer(text, pair, truncation=True, max_length=ev.max_length, return_tensors="pt")
+    types = enc.get("token_type_ids")
+    batch = Batch(enc["input_ids"].to(loaded.device), enc["attention_mask"].to(loaded.device),
+                  None if types is None else types.to(loaded.device), torch.zeros(1, dtype=torch.long))
+    names = ev.dataset.label_names
+    cols = st.columns(2)
+    for col, (what, r) in zip(cols, (("baseline", Recipe()), ("current recipe", recipe))):
+        with torch.inference_mode():
+            probs = torch.softmax(simulate(loaded.adapter, r).forward(batch).logits.float(), -1)[0]  # (num_labels,)
+        k = int(probs.argmax())
+        col.metric(f"prediction · {what}", names[k] if k < len(names) else str(k),
+                   delta=f"{100 * float(probs[k]):.1f}% confidence", delta_color="off", delta_arrow="off")
+
+
 def _example_picker(choice, ev) -> tuple[str, str | None]:
     ds = ev.dataset
     base = resources.evaluate(choice, Recipe())
@@ -21,7 +50,11 @@ def _example_picker(choice, ev) -> tuple[str, str | None]:
     source = st.radio("Sentence", ["type one", "from the data", "misclassified by the model"], key="att_source",
                       horizontal=True)
     if source == "type one":
-        text = st.text_input("Sentence", value="I still have not received my new card, can you check?", key="att_text")
+        ss = st.session_state
+        if ss.get(state.ATTENTION_TEXT_FOR) != choice.data:  # a new data set: its own kind of sentence
+            ss[state.ATTENTION_TEXT] = EXAMPLE_SENTENCES.get(choice.data, ds.texts[0] if len(ds) else "")
+            ss[state.ATTENTION_TEXT_FOR] = choice.data
+        text = st.text_input("Sentence", key=state.ATTENTION_TEXT)
         pair = st.text_input("Second sentence (optional, for pair tasks)", value="", key="att_pair") or None
         return text, pair
     pool = wrong if source.startswith("misclassified") else list(range(len(ds)))
@@ -64,13 +97,22 @@ def render() -> None:
         sep = [i for i, t in enumerate(maps.tokens) if t in ("[SEP]", "</s>")]
         b_start = sep[0] + 1 if pair and sep and sep[0] + 1 < n_tokens else None
         st.caption(f"{n_tokens} tokens · recipe: {recipe.describe()} · {choice.model} on {ev.device}")
+        _prediction(ev, text, pair, recipe)
         tab_head, tab_model, tab_overview = st.tabs(["Head view", "Model view", "All heads"])
         with tab_head:
-            render_bertviz(bertviz_html("head", maps.attentions, maps.tokens, b_start), height=520)
+            view, how = st.columns([3, 2], gap="large")
+            with view:
+                render_bertviz(bertviz_html("head", maps.attentions, maps.tokens, b_start))
+            how.markdown("**Reading the head view**\n\n"
+                         "- a line runs from a token (left) to a token it attends to (right); darker = more attention\n"
+                         "- pick the layer above the picture; each colour is one head: click a colour to hide or "
+                         "show that head, double-click it to show that head alone\n"
+                         "- masked heads and dropped layers draw no lines\n"
+                         "- **Model view** shows every head of every layer at once; **All heads** exports them")
         with tab_model:
             layer_filter = st.selectbox("Layers", ["all"] + list(range(len(maps.attentions))), key="att_model_layer")
             render_bertviz(bertviz_html("model", maps.attentions, maps.tokens, b_start,
-                                        layer=None if layer_filter == "all" else int(layer_filter)), height=700)
+                                        layer=None if layer_filter == "all" else int(layer_filter)))
         with tab_overview:
             L, H = len(maps.attentions), maps.attentions[0].shape[0]
             masked = np.zeros((L, H), dtype=bool)

@@ -15,6 +15,10 @@ from analysis.core.recipe import GRANULARITIES, SUPPORTED_BITS, Recipe
 from dashboard import state, widgets
 
 BIT_CHOICES = [b for b in SUPPORTED_BITS if b != 16][::-1]  # 32, 8, 7, ... 2
+# The dashboard's Hessian: a few minutes at most on a 2-core CPU (Q-BERT's ranking of the layers is
+# stable well before 20 iterations; the top eigenvalue converges within 1e-3 in a handful).
+HESSIAN_ITERS = 8
+HESSIAN_BATCHES = 2
 
 
 def _on_bits_changed(num_layers: int, adapter) -> None:
@@ -47,9 +51,13 @@ def _controls(num_layers: int, adapter) -> None:
     if ss[state.BITS_MODE] == "same for every layer":
         st.select_slider("Bits of every encoder layer (32 = full precision)", BIT_CHOICES, key=state.BITS_ALL,
                          **changed)
-    else:
-        for l, col in enumerate(st.columns(num_layers)):
-            col.selectbox(f"L{l}", BIT_CHOICES, key=state.bits_layer_key(l), **changed)
+    else:  # one evaluation for all the layers changed, not one per change
+        with st.form("bits_layers_form", border=False):
+            for l, col in enumerate(st.columns(num_layers)):
+                col.selectbox(f"L{l}", BIT_CHOICES, key=state.bits_layer_key(l))
+            st.form_submit_button("Apply the bits per layer", type="primary", key="bits_layers_apply",
+                                  help="Change several layers, then evaluate them together once.",
+                                  on_click=_on_bits_changed, args=(num_layers, adapter))
     c1, c2, c3 = st.columns(3)
     c1.select_slider("Word-embedding bits", BIT_CHOICES, key=state.BITS_EMB, **changed)
     c2.selectbox("Granularity (ranges shared per ...)", GRANULARITIES, key=state.BITS_GRAN, **changed)
@@ -62,7 +70,10 @@ def _sensitivity(choice, ev, num_layers: int) -> None:
     job = widgets.get_job("hessian")
     if st.button("Compute Hessian sensitivity (Q-BERT)", key="bits_hessian",
                  disabled=job is not None and not job.done):
-        widgets.start_job("hessian", lambda j: sensitivity.hessian_sensitivity(ev, progress=j.report, cancel=j.cancel))
+        widgets.start_job("hessian", lambda j: sensitivity.hessian_sensitivity(
+            ev, iters=HESSIAN_ITERS, batches=HESSIAN_BATCHES, batch_size=16, progress=j.report, cancel=j.cancel))
+    st.caption(f"Power iteration, at most {HESSIAN_ITERS} steps per layer on {HESSIAN_BATCHES} batches of 16 examples "
+               "(the command line's `headroom sensitivity` defaults to 20 steps on 4 batches of 32).")
     job = widgets.job_status("hessian")
     if job is not None and job.done and job.result is not None:
         st.session_state[state.hessian_key(choice)] = job.result

@@ -90,9 +90,23 @@ def _presets(ev, L: int, H: int, choice) -> None:
                                                 name=f"random {k} heads (seed {seed})"), ev.adapter)
 
 
-def _curve_section(choice, ev) -> None:
+def _curve_job(job, ev, order: str, step: float, method: str, imp):
+    """(PruneCurve, the importance it ranked by): importance first, reported, when none matches."""
     from analysis.methods.heads import prune_curve
+    from analysis.methods.importance import compute_importance
 
+    share = 0.0
+    if order != "random" and (imp is None or imp.method != method):
+        share = 0.25  # of the progress bar
+        imp = compute_importance(ev, method, Recipe(), cancel=job.cancel,
+                                 progress=lambda f, m="": job.report(share * f, f"importance ({method}): {m}"))
+    curve = prune_curve(ev, order=order, step=step, method=method, seeds=2,
+                        importance=imp if imp is not None and imp.method == method else None,
+                        progress=lambda f, m="": job.report(share + (1 - share) * f, m), cancel=job.cancel)
+    return curve, imp
+
+
+def _curve_section(choice, ev) -> None:
     c1, c2, c3 = st.columns([2, 1, 1])
     order = c1.selectbox("Order", ["importance", "random", "reverse"], key="curve_order")
     step = c2.selectbox("Step", [0.1, 0.2, 0.05], key="curve_step", format_func=lambda s: f"{s:.0%} of heads")
@@ -101,13 +115,13 @@ def _curve_section(choice, ev) -> None:
                  width="stretch"):
         imp = state.importance(choice)
         method = st.session_state.get(state.HEADS_METHOD, "michel")
-        widgets.start_job("prune curve", lambda j: prune_curve(
-            ev, order=order, step=step, method=method, seeds=2,
-            importance=imp if imp is not None and imp.method == method else None,
-            progress=j.report, cancel=j.cancel))
+        widgets.start_job("prune curve", lambda j: _curve_job(j, ev, order, step, method, imp))
     job = widgets.job_status("prune curve")
     if job is not None and job.done and job.result is not None:
-        st.session_state.setdefault(state.CURVES, {})[(choice.key(), job.result.order, job.result.method)] = job.result
+        curve, importance = job.result
+        st.session_state.setdefault(state.CURVES, {})[(choice.key(), curve.order, curve.method)] = curve
+        if importance is not None and state.importance(choice) is None:
+            state.set_importance(choice, importance)  # the heatmap and the presets use it too
     curves = [c for (key, *_), c in st.session_state.get(state.CURVES, {}).items() if key == choice.key()]
     if curves:
         import plotly.graph_objects as go

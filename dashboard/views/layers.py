@@ -61,6 +61,7 @@ def _sweep(ev) -> None:
             fig.add_scatter(x=ks, y=[100 * (by_k[k] or 0) for k in ks], mode="lines+markers", name=strategy)
         if result.baseline_metric is not None:
             fig.add_hline(y=100 * result.baseline_metric, line_dash="dot", annotation_text="baseline")
+        fig.update_xaxes(dtick=1, tick0=0)  # whole k only
         fig.update_layout(xaxis_title="layers dropped (k)", yaxis_title=f"{result.metric_name} (%, simulated)",
                           height=380, margin=dict(t=30),
                           title=f"Layer dropping, {result.num_examples} examples of {result.data}")

@@ -13,6 +13,16 @@ import streamlit as st
 from dashboard import widgets
 
 
+def short_name(row) -> str:
+    """A point's label: the method's own name when the title starts with one ("DistilBERT"), else
+    first author and year ("Michel 2019"), so five distillation papers read as five."""
+    head = str(row["paper"]).split(":")[0].split(",")[0].strip()
+    if len(head) <= 18 and " " not in head.strip():
+        return head
+    first = str(row["authors"]).split(",")[0].replace(" et al.", "").split()[0]
+    return f"{first} {row['year']}"
+
+
 def _user_rows(choice) -> pd.DataFrame:
     """This session's Pareto-best recipes (size vs metric), with numbers for the plot."""
     from analysis.measure.pareto import pareto_front
@@ -48,18 +58,29 @@ def render() -> None:
         chosen = st.multiselect("Method", kinds, default=[], key="papers_methods", placeholder="all methods")
         shown = papers[papers["method"].isin(chosen)] if chosen else papers
         st.dataframe(
-            shown[["paper", "method", "reduced", "reduction", "speedup", "accuracy", "citation"]],
-            hide_index=True, key="papers_table",
-            column_config={"paper": st.column_config.TextColumn(width="large")},
+            shown[["method", "reduced", "reduction", "speedup", "accuracy", "citation", "paper"]],
+            hide_index=True, key="papers_table",  # the title last: it is long, the hover shows it whole
+            column_config={"method": st.column_config.TextColumn(width="small"),
+                           "reduced": st.column_config.TextColumn(width="small"),
+                           "reduction": st.column_config.TextColumn(width="small"),
+                           "speedup": st.column_config.TextColumn(width="small"),
+                           "accuracy": st.column_config.TextColumn(width="small"),
+                           "citation": st.column_config.TextColumn(width="medium"),
+                           "paper": st.column_config.TextColumn(width="large")},
         )
         import plotly.graph_objects as go
 
         plotted = shown.dropna(subset=["reduction_pct", "speedup_x"])
-        plotted = plotted[plotted["speedup_of"] == "inference"]
-        fig = go.Figure(go.Scatter(
-            x=plotted["reduction_pct"], y=plotted["speedup_x"], mode="markers+text", text=plotted["method"],
-            textposition="top center", marker=dict(size=11, color="#4c78a8"), name="published",
-            customdata=plotted["citation"], hovertemplate="%{customdata}<br>%{x:.0f}% reduced, %{y:.1f}x<extra></extra>"))
+        plotted = plotted[plotted["speedup_of"] == "inference"].reset_index(drop=True)
+        fig = go.Figure()
+        positions = ["top center", "bottom center", "middle right", "middle left"]
+        for i, (what, part) in enumerate(plotted.groupby("reduced", sort=True)):
+            fig.add_scatter(
+                x=part["reduction_pct"], y=part["speedup_x"], mode="markers+text", text=[short_name(r) for _, r in part.iterrows()],
+                textposition=[positions[j % len(positions)] for j in part.index], name=f"published: {what} reduced",
+                marker=dict(size=11, symbol=["circle", "square", "diamond", "triangle-up", "cross"][i % 5]),
+                customdata=part["citation"] + "<br>" + part["method"],
+                hovertemplate="%{customdata}<br>%{x:.0f}% of the " + what + " removed, %{y:.1f}x<extra></extra>")
         ctx = widgets.context()
         if ctx is not None:
             mine = _user_rows(ctx[0])
@@ -68,8 +89,10 @@ def render() -> None:
                             text=mine["recipe (yours)"], textposition="bottom center",
                             marker=dict(size=15, symbol="star", color="#e45756"),
                             hovertemplate="%{text}<br>size -%{x:.0f}%, %{y:.2f}x (measured vs baseline; 1.00 = no measurable change)<extra></extra>")
-        fig.update_layout(title="Share of the model reduced vs inference speed-up: papers' claims (midpoints) and your recipes",
-                          xaxis_title="reduced (%)", yaxis_title="speed-up (x)", height=380, margin=dict(t=40))
+        fig.update_layout(title="Reduction vs inference speed-up: papers' claims (range midpoints) and your recipes",
+                          xaxis_title="reduced (% of what each paper reduced: parameters, heads or layers; yours: size)",
+                          yaxis_title="speed-up (x)", height=460, margin=dict(t=40),
+                          legend=dict(orientation="h", y=-0.2))
         st.plotly_chart(fig, key="papers_fig")
 
     st.subheader("Your best recipes (Pareto front of this session)")

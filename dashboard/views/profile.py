@@ -12,6 +12,22 @@ import torch
 from dashboard import state, widgets
 
 
+def component_table(df):
+    """The per-component report in units a reader takes in at a glance (M params, GFLOPs, ms, %)."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "component": df["component"],
+        "parameters (M)": (df["params"] / 1e6).round(2),
+        "GFLOPs (counted)": (df["flops"] / 1e9).round(2),
+        "time (ms, measured)": df["ms"].round(1),
+        "% of parameters": (100 * df["share_of_params"]).round(1),
+        "% of FLOPs": (100 * df["share_of_flops"]).round(1),
+        "% of time": (100 * df["share_of_time"]).round(1),
+        "GFLOP/s": df["gflops_per_s"].round(1),
+    })
+
+
 def render() -> None:
     st.title("Profile")
     st.caption("Where the parameters, FLOPs and time go, under the current recipe.")
@@ -56,15 +72,19 @@ def render() -> None:
                           title=f"Where it goes ({report.device}, batch {report.batch_size} x {report.seq_len})",
                           legend=dict(traceorder="normal"))
         st.plotly_chart(fig, key="prof_bars")
-        st.dataframe(df.round(4), hide_index=True)
+        st.dataframe(component_table(df), hide_index=True, key="prof_table")
 
         st.subheader("Against sequence length")
+        sweeps = st.session_state.setdefault(state.PROFILE_SWEEP, {})
+        sweep_key = (choice.key(), recipe.key())
         if st.button("Sweep sequence lengths (16 ... 256)", key="prof_sweep"):
             with st.spinner("Timing each sequence length ..."):
-                st.session_state[state.PROFILE_SWEEP] = sweep_seq_len(
+                sweeps[sweep_key] = sweep_seq_len(
                     ev.loaded, recipe, seq_lens=(16, 32, 64, 128, 256), batch_size=8, device=ev.device, repeats=2)
-        sweep = st.session_state.get(state.PROFILE_SWEEP)
-        if sweep is not None:
+        sweep = sweeps.get(sweep_key)
+        if sweep is None:
+            st.caption("Press the sweep to time every component at 16, 32, 64, 128 and 256 tokens (batch 8).")
+        else:
             from plotly.subplots import make_subplots
 
             fig = make_subplots(rows=1, cols=2, subplot_titles=("measured ms", "counted GFLOPs"))
@@ -74,7 +94,9 @@ def render() -> None:
                                 line=dict(color=color), row=1, col=1)
                 fig.add_scatter(x=part["seq_len"], y=part["flops"] / 1e9, name=component, legendgroup=component,
                                 line=dict(color=color), showlegend=False, row=1, col=2)
-            fig.update_xaxes(title_text="sequence length (tokens)", type="log")
+            seq_lens = sorted(sweep["seq_len"].unique())
+            fig.update_xaxes(title_text="sequence length (tokens)", type="log", tickvals=seq_lens,
+                             ticktext=[str(n) for n in seq_lens])
             fig.update_layout(height=420, margin=dict(t=40),
                               title=f"batch 8 on {sweep['device'].iloc[0]}, {sweep['threads'].iloc[0]} threads "
                                     f"(torch {torch.__version__})")

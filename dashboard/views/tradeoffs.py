@@ -33,22 +33,24 @@ LATENCY_COL = "latency x baseline (measured)"
 
 def session_table(choice) -> tuple[pd.DataFrame, dict]:
     """One row per recipe evaluated on the current model and data in this session, then one per
-    real-kernel backend measured on the Bits page (ONNX Runtime, torch int8: rows of their own)."""
+    real-kernel backend measured on the Bits page (ONNX Runtime, torch int8: rows of their own), and
+    the recipes by `Recipe.key()` ({key: (recipe, result, label)}): two recipes with the same name stay two."""
     history = st.session_state.setdefault(state.HISTORY, {})
     history.setdefault((choice.key(), Recipe().key()), Recipe())
     rows, recipes = [], {}
     base = resources.evaluate(choice, Recipe())
-    for (choice_key, _), recipe in list(history.items()):
-        if choice_key != choice.key():
-            continue
+    entries = [recipe for (choice_key, _), recipe in list(history.items()) if choice_key == choice.key()]
+    labels = [widgets.recipe_label(r) for r in entries]
+    for recipe, label in zip(entries, labels):
+        if labels.count(label) > 1:  # the same words for different recipes: the link's code tells them apart
+            label = f"{label} [r={state.encode_recipe(recipe)}]"
         res = resources.evaluate(choice, recipe)
-        label = recipe.name or recipe.describe()
-        recipes[label] = (recipe, res)
+        recipes[recipe.key()] = (recipe, res, label)
         lat = resources.latency(choice, recipe)
         rows.append({
             "recipe": label,
             res.metric_name: res.metric,
-            "change (pts)": None if res.metric is None else 100 * (res.metric - base.metric),
+            "change (pts)": None if res.metric is None else round(100 * (res.metric - base.metric), 2),
             "agreement": res.agreement,
             "size MB": res.size.mb,
             "% of baseline size": 100 * res.size.fraction_of_baseline,
@@ -88,7 +90,7 @@ def backend_rows(choice) -> list[dict]:
     return out
 
 
-def _scatter(df: pd.DataFrame, metric: str, xcol: str, title: str, key: str) -> None:
+def _scatter(df: pd.DataFrame, metric: str, xcol: str, title: str, key: str, from_zero: bool) -> None:
     import plotly.graph_objects as go
 
     d = df.dropna(subset=[xcol, metric])
@@ -101,27 +103,33 @@ def _scatter(df: pd.DataFrame, metric: str, xcol: str, title: str, key: str) -> 
                     marker=dict(size=10, color="#4c78a8"), hovertemplate="%{text}<br>%{x:.2f}, %{y:.1f}%<extra></extra>")
     fig.add_scatter(x=x[front], y=y[front], mode="lines+markers", name="Pareto front",
                     line=dict(color="#e45756", dash="dash"), marker=dict(size=12, color="#e45756", symbol="diamond"))
-    is_base = d["recipe"] == Recipe().describe()
+    is_base = (d["url recipe"] == "").to_numpy()
     if is_base.any():
-        fig.add_scatter(x=x[is_base.to_numpy()], y=y[is_base.to_numpy()], mode="markers", name="baseline",
+        fig.add_scatter(x=x[is_base], y=y[is_base], mode="markers", name="baseline",
                         marker=dict(size=16, color="black", symbol="star"))
+    if from_zero:
+        fig.update_yaxes(range=[0, 100.5])
+    else:  # zoom to the data: 91-93% must not be a flat line
+        pad = max(0.5, 0.08 * (y.max() - y.min()))
+        fig.update_yaxes(range=[max(0.0, y.min() - pad), min(100.5, y.max() + pad)])
     fig.update_layout(title=title, xaxis_title=xcol, yaxis_title=f"{metric} (%, simulated)", height=380,
                       margin=dict(t=40), legend=dict(orientation="h", y=-0.25))
     st.plotly_chart(fig, key=key)
 
 
 def _compare(choice, ev, recipes: dict) -> None:
-    names = list(recipes)
-    if len(names) < 2:
+    keys = list(recipes)
+    if len(keys) < 2:
         st.info("Evaluate at least two recipes (toggle heads, drop layers, pick bits) to compare them.")
         return
+    label = lambda k: recipes[k][2]  # noqa: E731
     c1, c2 = st.columns(2)
-    a = c1.selectbox("Recipe A", names, index=0, key="cmp_a")
-    b = c2.selectbox("Recipe B", names, index=len(names) - 1, key="cmp_b")
-    (ra, res_a), (rb, res_b) = recipes[a], recipes[b]
+    a = c1.selectbox("Recipe A", keys, index=0, key="cmp_a", format_func=label)
+    b = c2.selectbox("Recipe B", keys, index=len(keys) - 1, key="cmp_b", format_func=label)
+    (ra, res_a, la), (rb, res_b, lb) = recipes[a], recipes[b]
     for col, recipe, res in ((c1, ra, res_a), (c2, rb, res_b)):
         col.metric(f"{res.metric_name} (simulated)", "n/a" if res.metric is None else f"{100 * res.metric:.1f}%")
-        col.metric("size", f"{res.size.mb:.1f} MB ({100 * res.size.fraction_of_baseline:.0f}%)")
+        col.metric("size", f"{res.size.mb:.1f} MB ({100 * res.size.fraction_of_baseline:.0f}% of baseline)")
         col.caption(recipe.describe())
     differ = np.flatnonzero(res_a.predictions != res_b.predictions)
     st.markdown(f"**{len(differ)} of {res_a.num_examples} examples** get different predictions.")
@@ -129,9 +137,25 @@ def _compare(choice, ev, recipes: dict) -> None:
         names_ = ev.dataset.label_names
         rows = [{"text": ev.dataset.texts[i][:160],
                  "true": names_[ev.labels[i]] if ev.labels is not None else "",
-                 f"A: {a[:30]}": names_[res_a.predictions[i]], f"B: {b[:30]}": names_[res_b.predictions[i]]}
+                 f"A: {la[:30]}": names_[res_a.predictions[i]], f"B: {lb[:30]}": names_[res_b.predictions[i]]}
                 for i in differ[:200]]
         st.dataframe(pd.DataFrame(rows), hide_index=True, key="cmp_table")
+
+
+def _measured_rows() -> None:
+    """The really quantised models measured on the Bits page (real kernels, not simulated)."""
+    real = st.session_state.get(state.BITS_REAL)
+    if not real:
+        return
+    st.subheader("Measured: really quantised models (Bits page)")
+    rows = [{"model": d["mode"], "backend": d["backend"], d.get("metric_name") or "metric":
+             None if d.get("metric") is None else round(100 * d["metric"], 2),
+             "agreement with fp32 (%)": None if d.get("agreement_with_fp32") is None
+             else round(100 * d["agreement_with_fp32"], 2),
+             "size MB (serialized)": round(d["serialized_mb"], 2),
+             "ms / batch (measured)": round(d["latency"].get("ms_per_batch", float("nan")), 1),
+             "device": f"{d['latency'].get('device')}, {d['latency'].get('threads')} threads"} for d in real]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="to_real")
 
 
 def _materialized_zip(ev, recipe: Recipe) -> bytes:
@@ -171,25 +195,39 @@ def render() -> None:
             st.info("No recipe evaluated yet: change something on the Heads, Layers or Bits page.")
             return
         metric = ev.baseline.metric_name
+        from_zero = st.toggle("y axis from 0%", value=False, key="to_from_zero",
+                              help="Off: the axis zooms to the recipes' range, so small differences show.")
         c1, c2 = st.columns(2)
         with c1:
-            _scatter(df, metric, "size MB", "Accuracy vs size (predicted from bits)", "to_size")
+            _scatter(df, metric, "size MB", "Accuracy vs size (predicted from bits)", "to_size", from_zero)
         with c2:
             _scatter(df, metric, LATENCY_COL, f"Accuracy vs time x baseline (measured interleaved on {ev.device}; "
-                     "1.00 = no measurable change)", "to_latency")
-        st.dataframe(df.round(3), hide_index=True, key="to_table")
-        d1, d2, d3 = st.columns(3)
-        d1.download_button("Download the table (CSV)", df.to_csv(index=False).encode(), "headroom_recipes.csv",
-                           "text/csv", key="to_csv")
-        pick = d2.selectbox("Recipe to export", list(recipes), key="to_pick", label_visibility="collapsed")
+                     "1.00 = no measurable change)", "to_latency", from_zero)
+        shown = df.copy()
+        for col in (metric, "agreement"):
+            shown[col] = (100 * shown[col]).round(2)
+        shown = shown.rename(columns={metric: f"{metric} (%)", "agreement": "agreement (%)"})
+        st.dataframe(shown.round(3), hide_index=True, key="to_table",
+                     column_config={"recipe": st.column_config.TextColumn(width="large")})
+        _measured_rows()
+        d1, d2, d3, d4 = st.columns(4)
+        d1.download_button("Download the table (CSV)", shown.round(4).to_csv(index=False).encode(),
+                           "headroom_recipes.csv", "text/csv", key="to_csv")
+        pick = d2.selectbox("Recipe to export", list(recipes), key="to_pick", label_visibility="collapsed",
+                            format_func=lambda k: recipes[k][2])
         d2.download_button("Download recipe (JSON)", recipes[pick][0].to_json().encode(), "recipe.json",
                            "application/json", key="to_json")
-        if d3.button("Build the materialized model", key="to_build"):
+        if d3.button("Make it the current recipe", key="to_make_current",
+                     disabled=pick == state.recipe().key(),
+                     help="The Heads, Layers and Bits pages then show and edit it; Undo there brings the last one back."):
+            if state.set_recipe(recipes[pick][0], ev.adapter):
+                st.toast(f"Current recipe: {recipes[pick][2]}")
+        if d4.button("Build the materialized model", key="to_build"):
             with st.spinner("Slicing heads, removing layers, saving safetensors ..."):
                 st.session_state[state.MODEL_ZIP] = (pick, _materialized_zip(ev, recipes[pick][0]))
         built = st.session_state.get(state.MODEL_ZIP)
         if built and built[0] == pick:
-            d3.download_button(f"Download model zip ({len(built[1]) / 1e6:.1f} MB)", built[1], "headroom-model.zip",
+            d4.download_button(f"Download model zip ({len(built[1]) / 1e6:.1f} MB)", built[1], "headroom-model.zip",
                                "application/zip", key="to_zip_dl")
         st.subheader("Compare two recipes")
         _compare(choice, ev, recipes)
