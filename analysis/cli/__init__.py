@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis.errors import HeadroomError
 
-GROUPS = ("core", "export", "train", "heads", "layers", "quantization", "profile", "recipes")
+GROUPS = ("core", "export", "train", "recover", "heads", "layers", "quantization", "profile", "recipes")
 
 
 class _Parser(argparse.ArgumentParser):
