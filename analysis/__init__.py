@@ -8,6 +8,7 @@ call this package. The layout (README.md has one line per module):
     methods/   the science: head importance, head studies and selections, layer dropping, Hessian
                sensitivity, the named presets
     measure/   evaluation, size, FLOPs, timing, profiling, real low-precision kernels, Pareto front
+    recovery/  train a recipe's model back: fine-tuning, distillation (KD, TinyBERT, PKD), QAT
     cli/       `python -m analysis ...` / `headroom ...`
 
 The names below are the public API; they are imported on first use, so `import analysis` stays
@@ -49,6 +50,9 @@ _API = {
     "load_dataset": "analysis.io.datasets",
     "TextDataset": "analysis.io.text_dataset",
     "load_papers": "analysis.io.papers",
+    # recovery
+    "recover": "analysis.recovery.loop",
+    "RecoveryConfig": "analysis.recovery.config",
     # measure
     "Evaluator": "analysis.measure.evaluate",
     "EvalResult": "analysis.measure.evaluate",

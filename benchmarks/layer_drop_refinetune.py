@@ -25,7 +25,7 @@ from analysis.methods.layers import dropped_layers_for, layer_contributions
 from analysis.core.materialize import materialize
 from analysis.io.models import load_model
 from analysis.core.recipe import Recipe
-from analysis.io.train import length_grouped_batches, seed_everything, use_bf16
+from analysis.io.training import length_grouped_batches, seed_everything, use_bf16
 from analysis.measure.record import write_json
 
 STRATEGIES = ("top", "bottom", "symmetric", "alternate-odd", "alternate-even", "contribution")

@@ -33,6 +33,7 @@ PAGES: tuple[Page, ...] = (
     Page("bits", "Bits", "bits.py"),
     Page("profile", "Profile", "profile.py"),
     Page("tradeoffs", "Trade-offs", "tradeoffs.py"),
+    Page("recovery", "Recovery", "recovery.py"),
     Page("papers", "Papers", "papers.py"),
 )
 DEFAULT = "model"  # the page at "/" when the link names none

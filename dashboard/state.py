@@ -84,6 +84,8 @@ ATTENTION_TEXT_FOR = _key("att_text_for", "str: the data set whose example sente
 ATTENTION_IMAGES = _key("att_images", "(PNG bytes, SVG bytes): the attention overview prepared for download")
 PROFILES = _key("profiles", "{(choice key, recipe key, batch size, seq len): profile report} (Profile)")
 PROFILE_SWEEP = _key("profile_sweep", "{(choice key, recipe key): DataFrame}: time and FLOPs per component vs sequence length (Profile)")
+RECOVERY_RUNS = _key("recovery_runs", "{(choice key, recipe key, objective): {recipe, result}}: recovered models (Recovery)")
+RECOVERY_CURVE = _key("recovery_curve", "list[dict]: the logged rows (step, loss, held-out metric) of the running recovery")
 MODEL_ZIP = _key("to_zip", "(recipe key, zip bytes): the materialized model built for download (Trade-offs)")
 # widgets whose value the code reads or sets through st.session_state
 HEAD_GRID = _family("head_grid_L", "list[int]: the kept heads of one layer (the head grid's pills)")
@@ -98,6 +100,11 @@ BITS_LAYER = _family("bits_layer_", "int: weight bits of one encoder layer (Bits
 BITS_EMB = _key("bits_emb", "int: word-embedding bits (Bits)")
 BITS_GRAN = _key("bits_gran", "str: the granularity of the ranges (Bits)")
 BITS_SYM = _key("bits_sym", "bool: symmetric ranges (Bits)")
+RECOVERY_RECIPE = _key("rec_recipe", "str: the session recipe picked for recovery (Recovery)")
+RECOVERY_OBJECTIVE = _key("rec_objective", "str: the recovery objective picked (Recovery)")
+RECOVERY_BUDGET = _key("rec_budget", "str: 'epochs' or 'minutes' (Recovery)")
+RECOVERY_AMOUNT = _family("rec_amount_", "number: the epochs or minutes of the recovery budget (Recovery)")
+RECOVERY_PICK_MODEL = _key("rec_pick_model", "str: the recovered model to make current (Recovery)")
 
 
 def head_grid_key(layer: int) -> str:

@@ -19,7 +19,8 @@ import numpy as np
 
 from analysis.errors import HeadroomError
 
-GROUPS = ("core", "export", "train", "heads", "layers", "quantization", "profile", "recipes", "runs", "sweep")
+GROUPS = ("core", "export", "train", "recover", "heads", "layers", "quantization", "profile", "recipes", "runs",
+          "sweep")
 
 
 class _Parser(argparse.ArgumentParser):

