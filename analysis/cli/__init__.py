@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis.errors import HeadroomError
 
-GROUPS = ("core", "export", "train", "heads", "layers", "quantization", "profile", "recipes", "runs")
+GROUPS = ("core", "export", "train", "heads", "layers", "quantization", "profile", "recipes", "runs", "search")
 
 
 class _Parser(argparse.ArgumentParser):
