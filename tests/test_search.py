@@ -228,6 +228,8 @@ def test_search_command_stores_rows_keeps_the_target_and_measures_the_front(tmp_
     assert main(argv) == 0  # resumed by name: the study already holds 5 trials
     again = json.loads(capsys.readouterr().out)
     assert again["trials_run_now"] == 0 and again["latency_model"] == out["latency_model"]
+    assert len(again["front"]) == len(out["front"]) and again["front"] == [{**f, **{k: g[k] for k in ("measured_ms", "baseline_measured_ms", "measured_speedup")}}
+                              for f, g in zip(out["front"], again["front"])]  # same trials, same front (re-timed)
     assert main(argv[:-1] + ["tiny"] + ["--objectives", "accuracy,size"]) == 2  # same name, another search
     assert "another search" in capsys.readouterr().err
     assert main(argv + ["--objectives", "accuracy,speed"]) == 2

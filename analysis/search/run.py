@@ -1,6 +1,7 @@
 """`search(ev, config)`: a whole search on one Evaluator, as `headroom search` runs it.
 
-1. Michel head importance, once, on the unmodified model: the order heads are pruned in.
+1. Michel head importance, once, on the unmodified model: the order heads are pruned in (kept in
+   the study, so a resumed study prunes in the same order without recomputing it).
 2. The latency model (objectives.py): the materialized baseline and two smaller recipes timed
    interleaved, ms per GFLOP fitted; kept in the study per (device, threads), so a resumed study
    predicts with the same factor.
@@ -45,9 +46,12 @@ def search(ev, config: StudyConfig, *, store=None, storage_path=None, study_name
                 "importance": "michel"}
     study = open_study(storage_url(path), name, config, identity, L)
 
-    report(progress, 0.0, "head importance (Michel et al.)")
-    importance = compute_importance(ev, "michel")
-    order = importance.pruning_order()
+    if "pruning_order" in study.user_attrs:  # computed by the run that created the study (same model, same data)
+        order = [tuple(p) for p in study.user_attrs["pruning_order"]]
+    else:
+        report(progress, 0.0, "head importance (Michel et al.)")
+        order = compute_importance(ev, "michel").pruning_order()
+        study.set_user_attr("pruning_order", [list(p) for p in order])
 
     batch = ev.latency_batch(latency_batch_size, ev.typical_seq_len)
     latency_key = f"latency_model:{ev.device}:{torch.get_num_threads()}:{tuple(batch.input_ids.shape)}"
