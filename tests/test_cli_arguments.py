@@ -15,6 +15,8 @@ BAD = [
     ("profile", "--repeats", "0"), ("profile", "--batch", "0"),
     ("train", "--epochs", "0"), ("train", "--lr", "0"), ("train", "--lr", "nan"), ("train", "--warmup-ratio", "1"),
     ("train", "--max-length", "1"), ("train", "--holdout", "-1"),
+    ("search", "--trials", "0"), ("search", "--max-head-fraction", "1"), ("search", "--max-head-fraction", "nan"),
+    ("search", "--population", "1"), ("search", "--repeats", "0"),
 ]
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from analysis.errors import HeadroomError
 
 GROUPS = ("core", "export", "train", "recover", "heads", "layers", "quantization", "profile", "recipes", "runs",
-          "sweep")
+          "sweep", "search")
 
 
 class _Parser(argparse.ArgumentParser):
