@@ -221,10 +221,8 @@ def test_pareto_command_over_results_and_over_evaluated_presets(capsys, model_di
     code, out, err = run(capsys, "pareto", "--model", model_dir, *data, "--presets")
     assert code == 0, err
     result = json.loads(out)
-    # the tiny model's 64 FFN rows do not split into Q-BERT's 12 groups: that preset is named, not run
-    assert [x["preset"] for x in result["skipped"]] == ["Q-BERT: 4-bit per-head"]
-    assert "num_groups 12 does not divide" in result["skipped"][0]["reason"]
-    assert result["num_results"] == 4 and result["front"]
+    assert result["skipped"] == []  # a preset that does not fit the model would be named here
+    assert result["num_results"] == 5 and result["front"]
     points = [(p["metric"], p["size.mb"]) for p in result["front"]]
     assert [c for _, c in points] == sorted(c for _, c in points)
     assert all(m1 < m2 for (m1, _), (m2, _) in zip(points, points[1:]))  # costlier must be better

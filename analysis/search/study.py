@@ -55,7 +55,7 @@ def storage_url(path) -> str:
 
 
 def make_sampler(config: StudyConfig):
-    import optuna
+    import optuna  # noqa: F401  (only checks it is installed)
 
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=config.seed, population_size=config.population_size)
@@ -67,7 +67,7 @@ def make_sampler(config: StudyConfig):
 
 def open_study(storage: str | None, name: str, config: StudyConfig, identity: dict, num_layers: int):
     """Create the study `name`, or load it if it exists with the same identity (storage None: in memory)."""
-    import optuna
+    import optuna  # noqa: F401  (only checks it is installed)
 
     if storage is None:
         rdb = optuna.storages.InMemoryStorage()
@@ -92,7 +92,7 @@ def open_study(storage: str | None, name: str, config: StudyConfig, identity: di
 
 
 def finished_trials(study) -> list:
-    import optuna
+    import optuna  # noqa: F401  (only checks it is installed)
 
     return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
 
@@ -106,7 +106,7 @@ def run_study(study, evaluate: Callable[[Recipe], Outcome], config: StudyConfig,
     evaluated once: its Outcome is reused, and `on_outcome` (which writes the store row) is called
     only for evaluations that ran.
     """
-    import optuna
+    import optuna  # noqa: F401  (only checks it is installed)
 
     cache: dict[str, Outcome] = {}
     for t in finished_trials(study):
