@@ -194,7 +194,11 @@ def _latency_metric(choice, recipe: Recipe, is_base: bool) -> None:
                        f"{lat.baseline_ms_per_batch / lat.batch_size:.2f}.{predicted}")
     if not is_base and lat.kind != FP32_KERNELS:
         st.button("Re-measure", key="latency_remeasure", help="Time this recipe against the baseline again",
-                  on_click=lambda: st.session_state.__setitem__(state.LATENCY_REMEASURE, True))
+                  on_click=_ask_remeasure)
+
+
+def _ask_remeasure() -> None:
+    st.session_state[state.LATENCY_REMEASURE] = True
 
 
 # ------------------------------------------------------------------------------ head grid

@@ -80,7 +80,7 @@ def test_per_example_mode_is_the_papers_expectation_of_abs(ev64):
 
 
 def test_default_michel_ranking_is_invariant_to_batch_size_and_example_order(ev64):
-    from analysis.io.train import select
+    from analysis.io.training import select
     from analysis.methods.importance import rank_agreement
 
     ds = ev64.dataset

@@ -109,7 +109,7 @@ def test_qat_gradient_is_straight_through():
 
 
 def test_qat_student_trains_exactly_what_it_exports(loaded):
-    recipe = PRUNE.replace(weight_bits=4, embedding_bits=8, granularity="per-head")
+    recipe = PRUNE.replace(weight_bits=4, embedding_bits=8, granularity="per-head", num_groups=4)  # 4 divides the tiny FFN
     student = build_student(loaded.model, recipe, qat=True)
     assert len(student.quantized) == 2 * 6 + 1  # six matrices in two kept layers + the embeddings
     from analysis.io.batching import make_batches

@@ -129,7 +129,7 @@ def test_cli_evaluate_records_and_runs_reads_back(capsys, tmp_path):
     assert [o["run_id"] for o in outs] == [1, 2]
     assert main(["runs", "list", "--store", store]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert listed["total"] == 2 and listed["runs"][0]["description"] == "layers 1 dropped"
+    assert listed["total"] == 2 and listed["runs"][0]["description"] == "layer 1 dropped"
     assert listed["runs"][1]["metric"] == outs[0]["metric"]
     assert main(["runs", "export", "--store", store, "--out", str(tmp_path / "r.csv")]) == 0
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 3
