@@ -9,15 +9,6 @@ from analysis.testing import tiny_dataset, tiny_loaded
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_model")
-    loaded = tiny_loaded()
-    loaded.model.save_pretrained(str(d))
-    loaded.tokenizer.save_pretrained(str(d))
-    return str(d)
-
-
-@pytest.fixture(scope="module")
 def data_csv(tmp_path_factory):
     ds = tiny_dataset(40)
     path = tmp_path_factory.mktemp("data") / "tiny.csv"

@@ -2,21 +2,17 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
 from analysis.cli import main
 from analysis.io.models import ASSETS
-from analysis.testing import tiny_loaded
 
 
 @pytest.fixture(scope="module")
-def good_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("good")
-    loaded = tiny_loaded()
-    loaded.model.save_pretrained(str(d))
-    loaded.tokenizer.save_pretrained(str(d))
-    return d
+def good_dir(model_dir):
+    return Path(model_dir)
 
 
 def broken(good_dir, tmp_path, how):

@@ -10,16 +10,7 @@ import pytest
 from analysis.cli import main
 from analysis.errors import HeadroomError
 from analysis.io.outputs import atomic_directory, atomic_write_text, check_output_dir, check_output_file
-from analysis.testing import tiny_dataset, tiny_loaded
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny_model")
-    loaded = tiny_loaded()
-    loaded.model.save_pretrained(str(d))
-    loaded.tokenizer.save_pretrained(str(d))
-    return str(d)
+from analysis.testing import tiny_dataset
 
 
 @pytest.fixture()

@@ -1,7 +1,5 @@
 """Sweeps: spec validation, generators, the local and the Ray engine give the same rows, retries."""
 
-import json
-import os
 
 import pytest
 

@@ -19,6 +19,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import numpy as np
 
+from analysis.configs import default_of, from_mapping, parse_json
 from analysis.errors import HeadroomError
 
 #: weight bit-widths the quantiser supports (32 = full precision, 16 = fp16-rounded values).
@@ -94,23 +95,13 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
-        if not isinstance(d, dict):
-            raise HeadroomError("A recipe must be a JSON object, e.g. {\"dropped_layers\": [5]}.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise HeadroomError(
-                f"Unknown recipe field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}."
-            )
-        return cls(**d)  # __post_init__ checks every value against its field's type
+        # __post_init__ checks every value against its field's type
+        return from_mapping(cls, d, what="recipe", example='{"dropped_layers": [5]}',
+                            unknown="Unknown recipe field(s)", known="known fields")
 
     @classmethod
     def from_json(cls, text: str) -> "Recipe":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise HeadroomError(f"The recipe is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}).") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text, "recipe"))
 
     @classmethod
     def load(cls, path: str) -> "Recipe":
@@ -358,8 +349,7 @@ def field_help(name: str) -> str:
 
 def field_default(name: str):
     """The default value of Recipe field `name`."""
-    f = RECIPE_FIELDS[name]
-    return f.default_factory() if f.default is MISSING else f.default
+    return default_of(RECIPE_FIELDS[name])
 
 
 def field_choices(name: str) -> tuple | None:

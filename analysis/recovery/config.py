@@ -14,8 +14,9 @@ The named objectives (`OBJECTIVES`) are starting points that set those weights.
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
+from analysis.configs import default_of, from_mapping, parse_json
 from analysis.errors import HeadroomError
 
 LAYER_MAPS = ("original", "uniform")
@@ -128,21 +129,12 @@ class RecoveryConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RecoveryConfig":
-        if not isinstance(d, dict):
-            raise HeadroomError("A recovery config must be a JSON object, e.g. {\"objective\": \"kd\"}.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise HeadroomError(f"Unknown recovery option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
-        return cls(**d).validate()
+        return from_mapping(cls, d, what="recovery config", example='{"objective": "kd"}',
+                            unknown="Unknown recovery option(s)", known="known").validate()
 
     @classmethod
     def from_json(cls, text: str) -> "RecoveryConfig":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise HeadroomError(f"The recovery config is not valid JSON ({e.msg} at line {e.lineno}).") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_json(text, "recovery config"))
 
     def replace(self, **changes) -> "RecoveryConfig":
         return replace(self, **changes).validate()
@@ -172,8 +164,7 @@ def field_help(name: str) -> str:
 
 
 def field_default(name: str):
-    f = CONFIG_FIELDS[name]
-    return f.default_factory() if f.default is MISSING else f.default
+    return default_of(CONFIG_FIELDS[name])
 
 
 #: RecoveryConfig's fields by name: default, help text and range in one place (the CLI reads them).
