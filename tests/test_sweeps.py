@@ -1,6 +1,5 @@
 """Sweeps: spec validation, generators, the local and the Ray engine give the same rows, retries."""
 
-
 import pytest
 
 from analysis.errors import HeadroomError
