@@ -14,7 +14,7 @@ from analysis.core.recipe import Recipe
 from dashboard import state, widgets
 
 METHOD_HELP = {
-    "michel": "Michel et al. 2019: |dL/d gate| per head, one backward per batch (fast)",
+    "michel": "Michel et al. 2019: mean over examples of |dL/d gate| per head, one backward per batch (fast)",
     "taylor": "TextPruner's |W_O * dL/dW_O| per head (a cross-check of michel)",
     "entropy": "mean attention entropy; diffuse heads count as less important (no labels needed)",
     "ablation": "metric drop when each head alone is masked (L x H evaluations, slowest)",
