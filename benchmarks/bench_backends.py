@@ -8,6 +8,11 @@ backend timed interleaved against the unmodified torch fp32 model in one `timing
 
     python benchmarks/bench_backends.py --model demo --shapes 32x128,1x16 --threads 1,2 --rounds 8 \
         --out benchmarks/results/backends_cpu_demo.json
+
+A recovered model (a checkpoint directory) against the model it replaces, every backend of the
+student timed against the teacher's torch fp32:
+
+    python benchmarks/bench_backends.py --model runs/demo-drop2-kd --reference demo --threads 2
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     ap.add_argument("--pruned", type=int, default=0, help="also the recipe with this many least important heads masked")
     ap.add_argument("--importance-limit", type=int, default=500)
+    ap.add_argument("--reference", default=None,
+                    help="time and compare every backend against this model's unmodified torch fp32 (e.g. the "
+                         "teacher of a recovered --model)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -42,6 +50,9 @@ def main() -> None:
     split = loaded.card.get("eval_split", "test")
     ds = load_dataset(loaded.default_data, split, limit=args.limit)
     ev = Evaluator(loaded, ds)
+    ref_ev = None
+    if args.reference:
+        ref_ev = Evaluator(load_model(args.reference, device="cpu"), ds)
     recipes = {"baseline": Recipe()}
     if args.pruned:
         from analysis.methods.importance import michel_importance
@@ -54,14 +65,14 @@ def main() -> None:
     reports = {}
     for name, recipe in recipes.items():
         rep = compare_backends(ev, recipe, shapes=shapes, threads=threads, rounds=args.rounds,
-                               warmup=args.warmup, progress=lambda m: print(f"[{time.perf_counter() - t0:6.0f}s] {name}: {m}", flush=True))
+                               warmup=args.warmup, reference=ref_ev, progress=lambda m: print(f"[{time.perf_counter() - t0:6.0f}s] {name}: {m}", flush=True))
         reports[name] = rep.to_dict()
         for row in table_rows(rep):
             print(json.dumps(row), flush=True)
     out = {
         "what": "measured on CPU: accuracy on the full test split, size on disk, latency = time / unmodified torch "
                 "fp32 time (interleaved, one compare call per shape and thread count)",
-        "model": loaded.name, "data": ev.dataset.name, "examples": len(ev.dataset), "rounds": args.rounds, "warmup": args.warmup,
+        "model": loaded.name, "reference": args.reference or loaded.name, "data": ev.dataset.name, "examples": len(ev.dataset), "rounds": args.rounds, "warmup": args.warmup,
         "load_average_end": load_average(), "seconds": round(time.perf_counter() - t0, 1), "reports": reports,
     }
     print(json.dumps({k: v for k, v in out.items() if k != "reports"}, indent=2))

@@ -20,7 +20,7 @@ import torch
 
 from analysis.io.datasets import load_dataset
 from analysis.io.models import load_model
-from analysis.io.train import select
+from analysis.io.training import select
 from analysis.measure.evaluate import Evaluator
 from analysis.measure.record import write_json
 from analysis.measure.timing import load_average

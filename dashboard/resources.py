@@ -123,11 +123,16 @@ def result_table() -> ResultTable:
     return ResultTable()
 
 
-def evaluate(choice: DataChoice, recipe: Recipe) -> EvalResult:
-    """The recipe's metrics and size (simulated), computed once per (model, data, recipe)."""
+def evaluate(choice: DataChoice, recipe: Recipe, progress=None) -> EvalResult:
+    """The recipe's metrics and size (simulated), computed once per (model, data, recipe).
+
+    `progress(fraction, message)` hears each batch when this call computes it (not when another
+    session is already computing the same result and this one waits for it).
+    """
     ev = evaluator(choice)
     ev.adapter.validate(recipe)
-    return result_table().compute((choice.key(), recipe.key(), "metrics"), lambda: ev.evaluate(recipe))
+    return result_table().compute((choice.key(), recipe.key(), "metrics"),
+                                  lambda: ev.evaluate(recipe, progress=progress))
 
 
 def quick_choice(choice: DataChoice) -> DataChoice | None:

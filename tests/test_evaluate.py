@@ -98,3 +98,16 @@ def test_latency_batch_is_one_object_per_shape_across_threads():
     assert list(ev._latency_batches) == [(4, 16)]
     assert got[0].input_ids.shape == (4, 16) and ev.latency_batch(4, 16) is got[0]
     assert ev.latency_batch(2, 16) is not got[0]
+
+
+def test_evaluation_progress_names_the_layers_run_and_every_batch():
+    ev = Evaluator(tiny_loaded(), tiny_dataset(20), batch_size=8)  # 3 batches, 3 layers
+    heard = []
+    ev.evaluate(Recipe(masked_heads=[(1, 0)]), progress=lambda f, m: heard.append((f, m)))
+    # the first change is in layer 1: layers 1-2 run on every batch, from the baseline's trace
+    assert [m for _, m in heard] == ["layers 1-2, batch 1 of 3", "layers 1-2, batch 2 of 3",
+                                     "layers 1-2, batch 3 of 3", "layers 1-2, 3 batches done"]
+    assert [f for f, _ in heard] == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    heard.clear()
+    ev.evaluate(Recipe(masked_heads=[(2, 1)]), progress=lambda f, m: heard.append((f, m)))
+    assert heard[0][1] == "layer 2, batch 1 of 3"

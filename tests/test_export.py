@@ -89,3 +89,24 @@ def test_backends_compare_scores_sizes_and_times_every_backend_against_torch_fp3
     for bad in ("32", "0x4", "axb", ""):
         with pytest.raises(HeadroomError):
             parse_shapes(bad)
+
+
+def test_backends_compare_a_student_against_its_teacher():
+    """`reference`: a smaller model (a recovered student) timed and compared against another one."""
+    from analysis.measure.backends import compare_backends
+    from analysis.measure.evaluate import Evaluator
+    from analysis.testing import tiny_dataset, tiny_loaded
+
+    data = tiny_dataset(16)
+    teacher = Evaluator(tiny_loaded(layers=3, seed=0), data, batch_size=8)
+    student = Evaluator(tiny_loaded(layers=1, seed=1), data, batch_size=8)
+    report = compare_backends(student, shapes=[(4, 16)], threads=[1], rounds=3, warmup=1,
+                              backends=("torch fp32",), reference=teacher)
+    (res,) = report.results
+    agreement = float((student.baseline.predictions == teacher.baseline.predictions).mean())
+    assert res.agreement_with_baseline == agreement  # against the teacher's predictions, not its own (1.0)
+    assert report.baseline_metric == teacher.baseline.metric
+    assert report.baseline_model == teacher.loaded.name
+    assert res.latency[0]["baseline_ms"] > 0
+    with pytest.raises(HeadroomError, match="same examples"):
+        compare_backends(student, backends=("torch fp32",), reference=Evaluator(tiny_loaded(), tiny_dataset(8)))

@@ -31,6 +31,8 @@ def test_masked_and_dropped_time_the_materialized_model_against_the_baseline(ev)
     assert lat.ratio > 0 and lat.ratio_ci95[0] <= lat.ratio <= lat.ratio_ci95[1]
     assert lat.verdict in ("faster", "slower", NO_CHANGE) and lat.baseline_ms_per_batch > 0
     assert (lat.batch_size, lat.seq_len) == (4, 16)
+    # 4 rounds are too few for a verdict: no speed is claimed, and the label says why
+    assert lat.verdict == NO_CHANGE and "too few for a verdict" in lat.label()
     assert 0 < lat.predicted_ratio < 1  # fewer FLOPs counted: a prediction, carried beside the timing
     if lat.verdict == NO_CHANGE:
         assert lat.front_ratio == 1.0

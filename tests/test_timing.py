@@ -71,6 +71,13 @@ def test_verdict_rule_and_seeded_bootstrap():
     assert verdict((0.9, 1.1)) == NO_CHANGE and verdict((0.98, 0.99)) == NO_CHANGE  # inside the tolerance
     assert verdict((0.5, 0.8)) == "faster" and verdict((1.2, 1.4)) == "slower"
     assert verdict((0.98, 0.99), tolerance=0.0) == "faster"
+    # an interval below 1 but a median within the tolerance: the same model timed twice on an idle
+    # CPU measured 0.980 [0.96-0.995]; that is noise, not a 2% speed-up
+    assert verdict((0.96, 0.995), 0.03) == "faster" and verdict((0.96, 0.995), 0.03, ratio=0.98) == NO_CHANGE
+    assert verdict((0.90, 0.96), ratio=0.93) == "faster" and verdict((1.04, 1.2), ratio=1.1) == "slower"
+    # too few rounds to be evidence, however far from 1
+    assert verdict((0.5, 0.6), ratio=0.55, rounds=4) == NO_CHANGE
+    assert verdict((0.5, 0.6), ratio=0.55, rounds=5) == "faster"
     values = [1.0, 1.1, 0.9, 1.05, 0.95, 1.2]
     lo, hi = bootstrap_median_ci(values)
     assert min(values) <= lo <= hi <= max(values) and (lo, hi) == bootstrap_median_ci(values)

@@ -66,6 +66,7 @@ class BackendReport:
     results: list[BackendResult]
     export: dict  # what export_onnx wrote and checked (max |logit| differences)
     seconds: float = 0.0
+    baseline_model: str | None = None  # the model whose torch fp32 time is the baseline (the teacher, for a student)
     what: str = ("measured: real kernels; latency = backend time / unmodified torch fp32 time, timed interleaved "
                  "in one call per (shape, threads)")
 
@@ -102,8 +103,14 @@ def _predict(model, evaluator) -> tuple[np.ndarray, float]:
 
 @torch.inference_mode()
 def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 128), (1, 16)), threads=(1, 2),
-                     rounds: int = 10, warmup: int = 2, backends=BACKENDS, progress=None) -> BackendReport:
-    """Build, score and time every backend of `recipe`'s model (see the module docstring)."""
+                     rounds: int = 10, warmup: int = 2, backends=BACKENDS, progress=None,
+                     reference=None) -> BackendReport:
+    """Build, score and time every backend of `recipe`'s model (see the module docstring).
+
+    `reference`: an Evaluator of another model on the same examples (the teacher of a recovered
+    model): its unmodified torch fp32 model becomes the latency baseline, and its predictions the
+    agreement reference, so a recovered student is timed against the model it replaces.
+    """
     from analysis.core.export import export_onnx, load_onnx_export
     from analysis.core.materialize import materialize
     from analysis.measure import lowbit
@@ -120,9 +127,13 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
     recipe = recipe or Recipe()
     loaded = evaluator.loaded
     evaluator.adapter.validate(recipe)
-    base_model = loaded.model.float().eval()
-    model = base_model if recipe.is_baseline() else materialize(base_model, recipe).float().eval()
-    base_preds = evaluator.baseline.predictions
+    if reference is not None and len(reference.dataset) != len(evaluator.dataset):
+        raise HeadroomError("The reference model must be scored on the same examples as the compared one.")
+    ref = reference or evaluator
+    own_model = loaded.model.float().eval()
+    base_model = ref.loaded.model.float().eval()
+    model = own_model if recipe.is_baseline() else materialize(own_model, recipe).float().eval()
+    base_preds = ref.baseline.predictions
     torch_threads = torch.get_num_threads()
     results: dict[str, BackendResult] = {}
     runners: dict[str, object] = {}  # backend -> model called like HF (ORT ones rebuilt per thread count)
@@ -177,9 +188,9 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
             torch.set_num_threads(torch_threads)
     return BackendReport(
         recipe=recipe.to_dict(), model=loaded.name, data=evaluator.dataset.name,
-        baseline_metric=evaluator.baseline.metric, baseline_size_bytes=lowbit.serialized_bytes(base_model),
+        baseline_metric=ref.baseline.metric, baseline_size_bytes=lowbit.serialized_bytes(base_model),
         shapes=list(shapes), threads=list(threads), rounds=rounds, results=list(results.values()), export=export,
-        seconds=round(time.perf_counter() - t_start, 1))
+        seconds=round(time.perf_counter() - t_start, 1), baseline_model=ref.loaded.name)
 
 
 def table_rows(report: BackendReport) -> list[dict]:

@@ -38,7 +38,7 @@ from analysis.io.text_dataset import TextDataset
 from analysis.measure.metrics import compute_metrics
 from analysis.errors import HeadroomError
 from analysis.io.models import LoadedModel
-from analysis.jobs import check_cancel
+from analysis.jobs import Progress, check_cancel, report
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import SimulatedModel, SimulatorCache
 from analysis.measure.size import SizeReport, size_report
@@ -177,12 +177,14 @@ class Evaluator:
     # ------------------------------------------------------------------------------- evaluate
     @torch.inference_mode()
     def evaluate(
-        self, recipe: Recipe, *, latency: bool = False, cancel: threading.Event | None = None, full: bool = False
+        self, recipe: Recipe, *, latency: bool = False, cancel: threading.Event | None = None, full: bool = False,
+        progress: Progress = None,
     ) -> EvalResult:
         """Metrics of `recipe` on the dataset (simulated), optionally with a measured latency.
 
         `full=True` forces a pass from the embeddings (no cached baseline, no incremental start):
-        the reference the incremental path is tested and benchmarked against.
+        the reference the incremental path is tested and benchmarked against. `progress(fraction,
+        message)` hears every batch, with the layers it runs ("layers 2-5, batch 3 of 8").
         """
         self.adapter.validate(recipe)
         if recipe.is_baseline() and not full:
@@ -197,8 +199,11 @@ class Evaluator:
         keep = use_trace and self._can_keep_another_trace()
         t0 = time.perf_counter()
         logits, new_trace = [], []
+        n_batches, last = len(self.batches), self.adapter.num_layers - 1
+        span = f"layer {start}" if start == last else f"layers {start}-{last}"
         for bi, batch in enumerate(self.batches):
             check_cancel(cancel, "evaluation")
+            report(progress, bi / n_batches, f"{span}, batch {bi + 1} of {n_batches}")
             if start > 0:
                 out = sim.forward(batch, start_layer=start, hidden=source[bi][start], output_hidden_states=keep)
             else:
@@ -208,6 +213,7 @@ class Evaluator:
                 new_trace.append((source[bi][:start] if start > 0 else []) + out.hidden_states)
         if keep:
             self._remember_trace(recipe.key(), signature, new_trace)
+        report(progress, 1.0, f"{span}, {n_batches} batches done")
         result = self._collect(recipe, logits, time.perf_counter() - t0, started_at=start)
         if latency:
             result.latency = self.measure_latency(recipe)

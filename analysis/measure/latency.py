@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from analysis.core.recipe import Recipe
-from analysis.measure.timing import NO_CHANGE, compare
+from analysis.measure.timing import MIN_VERDICT_ROUNDS, NO_CHANGE, compare
 
 FP32_KERNELS = "fp32 kernels: no speed change"
 #: interleaved rounds per latency (each runs the baseline and the recipe's model once)
@@ -65,7 +65,10 @@ class Latency:
         if self.kind == "baseline" or self.ratio is None:
             return "baseline (reference)"
         lo, hi = self.ratio_ci95
-        return f"{self.ratio:.2f}x [{lo:.2f}-{hi:.2f}] {self.verdict}"
+        label = f"{self.ratio:.2f}x [{lo:.2f}-{hi:.2f}] {self.verdict}"
+        if self.repeats < MIN_VERDICT_ROUNDS:
+            label += f" ({self.repeats} rounds: too few for a verdict)"
+        return label
 
     def to_dict(self) -> dict:
         d = asdict(self)
