@@ -11,21 +11,40 @@ from transformers import (
     AlbertForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
     DistilBertConfig,
     DistilBertForSequenceClassification,
     ElectraConfig,
     ElectraForSequenceClassification,
+    ModernBertConfig,
+    ModernBertForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
+    XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
 )
 
+#: the five post-LN families with nn.Linear Q/K/V (the original adapters)
 ARCHITECTURES = ("bert", "roberta", "electra", "distilbert", "albert")
+#: families with their own layer forward: DeBERTa-v2/v3 (disentangled attention), ModernBERT (pre-LN)
+FAMILIES = ("deberta-v2", "modernbert")
+#: every model_type Headroom has an adapter for (XLM-RoBERTa runs through RoBERTa's)
+ALL_ARCHITECTURES = ARCHITECTURES + ("xlm-roberta",) + FAMILIES
 TINY_LABELS = ("card", "transfer", "refund", "top_up", "fees", "pin")
 NUM_LABELS = 3
 VOCAB = 99
 
 
-def tiny_model(arch: str, *, layers: int = 3, heads: int = 4, hidden: int = 32, seed: int = 0):
+def tiny_model(arch: str, *, layers: int = 3, heads: int = 4, hidden: int = 32, seed: int = 0, **overrides):
+    """A tiny random `arch` classifier; `overrides` are extra config fields (e.g. classifier_pooling).
+
+    DeBERTa is DeBERTa-v3-style (relative attention with log position buckets shorter than the
+    test sequences, shared attention keys, p2c|c2p, LayerNorm'd relative embeddings, no absolute
+    positions, no token types). ModernBERT alternates global and local layers (global every 2nd,
+    so [global, local, global] for 3 layers) with a sliding window (2 each side) shorter than the
+    test sequences, and mean pooling. Both run eager attention, so HF returns attention maps.
+    """
     torch.manual_seed(seed)
     # a large init range so that every head and layer visibly moves the logits
     common = dict(vocab_size=VOCAB, num_labels=NUM_LABELS, max_position_embeddings=64, initializer_range=0.2)
@@ -48,12 +67,31 @@ def tiny_model(arch: str, *, layers: int = 3, heads: int = 4, hidden: int = 32, 
         cfg = AlbertConfig(hidden_size=hidden, embedding_size=hidden // 2, num_hidden_layers=layers,
                            num_attention_heads=heads, intermediate_size=hidden * 2, **common)
         model = AlbertForSequenceClassification(cfg)
+    elif arch == "xlm-roberta":
+        cfg = XLMRobertaConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                               intermediate_size=hidden * 2, pad_token_id=1, **common, **overrides)
+        model = XLMRobertaForSequenceClassification(cfg)
+    elif arch == "deberta-v2":
+        v3 = dict(relative_attention=True, position_buckets=4, max_relative_positions=16, share_att_key=True,
+                  pos_att_type="p2c|c2p", norm_rel_ebd="layer_norm", position_biased_input=False,
+                  type_vocab_size=0, pooler_hidden_size=hidden, pooler_hidden_act="gelu", layer_norm_eps=1e-7)
+        cfg = DebertaV2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                              intermediate_size=hidden * 2, pad_token_id=0, **common, **{**v3, **overrides})
+        model = DebertaV2ForSequenceClassification(cfg)
+    elif arch == "modernbert":
+        modern = dict(global_attn_every_n_layers=2, local_attention=4, classifier_pooling="mean",
+                      pad_token_id=0, bos_token_id=2, eos_token_id=3, cls_token_id=2, sep_token_id=3)
+        cfg = ModernBertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                               intermediate_size=hidden * 3 // 2, **common, **{**modern, **overrides})
+        model = ModernBertForSequenceClassification(cfg)
     else:
         raise ValueError(arch)
+    if arch in FAMILIES:
+        model.set_attn_implementation("eager")
     # Random init leaves LayerNorms at 1/0 and biases at 0: perturb them so the tests can see them.
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):
+            if "LayerNorm" in name or "norm" in name or name.endswith("bias"):
                 p.add_(0.1 * torch.randn_like(p))
     return model.eval()
 

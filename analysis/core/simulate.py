@@ -4,8 +4,9 @@ The loaded HuggingFace model may be shared by several dashboard sessions at once
 never writes to its weights and never registers a hook. Instead it *reads* each layer's weights
 through the architecture adapter into a `LayerWeights` record — with masked heads sliced out and
 weights fake-quantised as the Recipe asks — and runs an explicit, flat forward pass over those
-records (`encoder_layer` below, readable top to bottom like HF's own BERT layer). Embeddings and
-the classification head are the model's own modules, called as pure functions.
+records (`encoder_layer` below, readable top to bottom like HF's own BERT layer; DeBERTa's and
+ModernBERT's layers are in `analysis.core.families`, chosen by the adapter's `layer_forward`).
+Embeddings and the classification head are the model's own modules, called as pure functions.
 
 Why slice masked heads out instead of multiplying by a zero gate? Both give the same logits (a
 test checks it against the materialized model); slicing also saves the FLOPs, which is what makes
@@ -64,16 +65,17 @@ class LayerWeights:
     index: int  # layer index in the original model
     heads: list[int]  # original indices of the heads kept, in order
     head_size: int
-    query: LinearWeights  # (nh*hs, D), (nh*hs,)
+    query: LinearWeights  # (nh*hs, D), (nh*hs,); a bias is None where the model has none (ModernBERT)
     key: LinearWeights  # (nh*hs, D), (nh*hs,)
     value: LinearWeights  # (nh*hs, D), (nh*hs,)
     attention_output: LinearWeights  # W_O: (D, nh*hs), (D,)
-    attention_layernorm: tuple  # (weight, bias, eps) of LN(x + attention)
+    attention_layernorm: tuple | None  # (weight, bias, eps) of LN(x + attention); pre-LN: LN(x), None if absent
     ffn_in: LinearWeights  # (I, D), (I,)
     ffn_out: LinearWeights  # (D, I), (D,)
-    ffn_layernorm: tuple  # (weight, bias, eps) of LN(a + FFN(a))
+    ffn_layernorm: tuple  # (weight, bias, eps) of LN(a + FFN(a)); pre-LN: LN(a) entering the FFN
     activation: object
     activation_bits: int = 32
+    attention_type: str | None = None  # ModernBERT: "full_attention" | "sliding_attention" (mask, rotary)
 
     @property
     def num_heads(self) -> int:
@@ -100,8 +102,8 @@ def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dty
     scheme = QuantScheme.for_layer(recipe, index, adapter.num_layers)
     rows = _head_rows(heads, hs, parts.query.weight.device)
 
-    def cast(t: torch.Tensor) -> torch.Tensor:
-        return t if dtype is None else t.to(dtype)
+    def cast(t: torch.Tensor | None) -> torch.Tensor | None:
+        return t if dtype is None or t is None else t.to(dtype)
 
     def linear(role: str) -> LinearWeights:
         lin = getattr(parts, role)
@@ -111,11 +113,13 @@ def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dty
         axis = head_axis(role)
         if axis is not None:
             w = w.index_select(axis, rows)
-        if axis == 0:  # W_Q/W_K/W_V's biases are per head too; W_O's is per hidden unit
+        if axis == 0 and b is not None:  # W_Q/W_K/W_V's biases are per head too; W_O's is per hidden unit
             b = b.index_select(0, rows)
         return LinearWeights(cast(w), cast(b))
 
-    def layernorm(m) -> tuple:
+    def layernorm(m) -> tuple | None:
+        if isinstance(m, torch.nn.Identity):  # ModernBERT's layer 0: no norm before attention
+            return None
         return (cast(m.weight), cast(m.bias), m.eps)
 
     return LayerWeights(
@@ -127,12 +131,36 @@ def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dty
         ffn_layernorm=layernorm(parts.ffn_layernorm),
         activation=adapter.activation,
         activation_bits=recipe.activation_bits,
+        attention_type=adapter.attention_type(index),
     )
 
 
 def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, T) 1/0 mask -> (B, 1, 1, T) additive mask: 0 where attended, very negative on pads."""
     return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+def attention_context(adapter: Adapter, attention_mask: torch.Tensor, dtype: torch.dtype):
+    """What every layer's attention needs besides its weights, built once per batch.
+
+    Post-LN families: the additive padding mask (B, 1, 1, T). DeBERTa: the pairwise mask and the
+    relative positions/embeddings; ModernBERT: masks and rotary tables per layer type.
+    """
+    if adapter.layer_forward == "post-ln":
+        return additive_mask(attention_mask, dtype)
+    from analysis.core import families
+
+    build = families.deberta_context if adapter.layer_forward == "deberta" else families.modernbert_context
+    return build(adapter, attention_mask, dtype)
+
+
+def layer_forward(adapter: Adapter) -> Callable:
+    """The functional layer for the adapter's family: `encoder_layer` or one of `families`."""
+    if adapter.layer_forward == "post-ln":
+        return encoder_layer
+    from analysis.core import families
+
+    return families.deberta_layer if adapter.layer_forward == "deberta" else families.modernbert_layer
 
 
 def encoder_layer(
@@ -234,7 +262,8 @@ class SimulatedModel:
         with timed("embeddings", None):
             if hidden is None:
                 hidden, start_layer = self.embed(batch), 0
-            mask = additive_mask(batch.attention_mask, hidden.dtype)
+            mask = attention_context(self.adapter, batch.attention_mask, hidden.dtype)
+        run_layer = layer_forward(self.adapter)
         attentions = [None] * self.adapter.num_layers if output_attentions else None
         states = [] if output_hidden_states else None
         for i in range(start_layer, self.adapter.num_layers):
@@ -244,13 +273,13 @@ class SimulatedModel:
             if lw is None:  # dropped: the identity
                 continue
             g = gates.get(i) if gates else None
-            hidden, probs = encoder_layer(hidden, mask, lw, g, return_probs=output_attentions, timer=timer)
+            hidden, probs = run_layer(hidden, mask, lw, g, return_probs=output_attentions, timer=timer)
             if attentions is not None:
                 attentions[i] = probs
         if states is not None:
             states.append(hidden)
         with timed("classifier", None):
-            logits = self.adapter.classify(hidden.to(self.adapter.model.dtype))
+            logits = self.adapter.classify(hidden.to(self.adapter.model.dtype), batch.attention_mask)
         return ForwardOutput(logits=logits.float(), attentions=attentions, hidden_states=states)
 
     __call__ = forward

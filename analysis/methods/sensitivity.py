@@ -8,7 +8,7 @@ products, H v = d/dW (g . v) with g = dL/dW kept in the graph (double backward).
 this on several batches and orders layers by the mean and spread of lambda: a flat loss (small
 lambda) tolerates coarser weights.
 
-The loss is run through Headroom's own flat forward (`simulate.encoder_layer`), starting from the
+The loss is run through Headroom's own flat forward (`simulate.layer_forward(adapter)`), starting from the
 hidden states that enter layer l (the Evaluator's cached trace), so layers before l cost nothing.
 Attention uses the explicit softmax(QK^T)V path (`return_probs=True`), which is twice
 differentiable on every device; nothing is written to the model.
@@ -38,7 +38,7 @@ from analysis.core.quantize import QuantScheme, quantization_error
 from analysis.jobs import Progress, check_cancel, report
 from analysis.methods.context import EvalContext
 from analysis.core.recipe import Recipe
-from analysis.core.simulate import additive_mask, encoder_layer, simulate
+from analysis.core.simulate import attention_context, layer_forward, simulate
 from analysis.errors import HeadroomError
 from analysis.measure.size import MB, size_report
 
@@ -83,14 +83,15 @@ def layer_loss_fn(adapter, layer: int, batch, labels: torch.Tensor, hidden: torc
 
     `hidden` (B, T, D) enters `layer`; `prepared` maps layer index -> LayerWeights of the rest.
     """
-    mask = additive_mask(batch.attention_mask, hidden.dtype)  # (B, 1, 1, T)
+    mask = attention_context(adapter, batch.attention_mask, hidden.dtype)  # post-LN: (B, 1, 1, T)
+    encoder_layer = layer_forward(adapter)
 
     def loss(params: list[torch.Tensor]) -> torch.Tensor:
         lw = prepared[layer].with_weights(dict(zip(ROLES, params)))
         h, _ = encoder_layer(hidden, mask, lw, return_probs=True)  # explicit attention: double-backward safe
         for i in range(layer + 1, adapter.num_layers):
             h, _ = encoder_layer(h, mask, prepared[i], return_probs=True)
-        logits = adapter.classify(h)
+        logits = adapter.classify(h, batch.attention_mask)
         return F.cross_entropy(logits.float(), labels)
 
     return loss
