@@ -53,12 +53,37 @@ def _linear_like(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     return lin
 
 
+QKV = ("query", "key", "value")
+
+
+def _set_head_count(adapter: Adapter, layer_module: nn.Module, n: int) -> None:
+    """HF's DeBERTa attention reshapes by its stored head count; the other families infer it from the width."""
+    if adapter.family == "deberta-v2":
+        attention = layer_module.attention.self
+        attention.num_attention_heads, attention.all_head_size = n, n * adapter.head_size
+
+
+def _install_qkv(adapter: Adapter, layer_module: nn.Module, sliced: dict) -> None:
+    """Put new W_Q/W_K/W_V ((weight, bias) per role) into the layer: three Linears, or one fused (Q; K; V)."""
+    spec = adapter.spec
+    if spec.fused_qkv:
+        w = torch.cat([sliced[r][0] for r in QKV])  # (3 * nh*hs, D)
+        b = None if sliced["query"][1] is None else torch.cat([sliced[r][1] for r in QKV])
+        _set(layer_module, spec.fused_qkv, _linear_like(w, b))
+    else:
+        for role in QKV:
+            _set(layer_module, getattr(spec, role), _linear_like(*sliced[role]))
+
+
 @torch.no_grad()
-def _prune_layer_heads(adapter: Adapter, layer_module: nn.Module, heads: list[int]) -> int:
-    """Slice the layer's Q/K/V rows and O columns down to `heads`; return heads kept (>= 1)."""
-    spec, hs = adapter.spec, adapter.head_size
-    q = _get(layer_module, spec.query)
-    device = q.weight.device
+def _prune_layer_heads(adapter: Adapter, index: int, heads: list[int]) -> int:
+    """Slice layer `index`'s Q/K/V rows and O columns down to `heads`; return heads kept (>= 1).
+
+    DeBERTa's relative-position projections are W_K and W_Q themselves (share_att_key), so they
+    are sliced with them.
+    """
+    module, parts, hs = adapter.layer_module(index), adapter.layer(index), adapter.head_size
+    device = parts.query.weight.device
     keep = heads
     zero_values = False
     if not keep:
@@ -66,24 +91,30 @@ def _prune_layer_heads(adapter: Adapter, layer_module: nn.Module, heads: list[in
         # head whose value projection is zero, so its context (and contribution) is exactly 0.
         keep, zero_values = [0], True
     rows = torch.cat([torch.arange(h * hs, (h + 1) * hs, device=device) for h in keep])
-    for path in (spec.query, spec.key, spec.value):
-        lin = _get(layer_module, path)
-        w, b = lin.weight.index_select(0, rows), lin.bias.index_select(0, rows)
-        if zero_values and path == spec.value:
-            w, b = torch.zeros_like(w), torch.zeros_like(b)
-        _set(layer_module, path, _linear_like(w, b))
-    o = _get(layer_module, spec.attention_output)
-    _set(layer_module, spec.attention_output, _linear_like(o.weight.index_select(1, rows), o.bias))
+    sliced = {}
+    for role in QKV:
+        lin = getattr(parts, role)
+        w = lin.weight.index_select(0, rows)
+        b = None if lin.bias is None else lin.bias.index_select(0, rows)
+        if zero_values and role == "value":
+            w, b = torch.zeros_like(w), (None if b is None else torch.zeros_like(b))
+        sliced[role] = (w, b)
+    o = parts.attention_output
+    _install_qkv(adapter, module, sliced)
+    _set(module, adapter.spec.attention_output, _linear_like(o.weight.index_select(1, rows), o.bias))
+    _set_head_count(adapter, module, len(keep))
     return len(keep)
 
 
 @torch.no_grad()
-def _quantize_layer(adapter: Adapter, layer_module: nn.Module, scheme: QuantScheme) -> None:
+def _quantize_layer(adapter: Adapter, index: int, scheme: QuantScheme) -> None:
+    """Fake-quantise layer `index`'s six matrices in place (ModernBERT's Q/K/V: row blocks of the fused W_qkv)."""
     if scheme.is_full_precision:
         return
+    parts = adapter.layer(index)
     for role in ROLES:
-        lin = _get(layer_module, getattr(adapter.spec, role))
-        lin.weight.copy_(fake_quantize(lin.weight, scheme, role, adapter.head_size))
+        weight = getattr(parts, role).weight  # a view into the fused matrix where Q/K/V are fused
+        weight.copy_(fake_quantize(weight, scheme, role, adapter.head_size))
 
 
 @torch.no_grad()
@@ -97,22 +128,28 @@ def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
 
     if adapter.shares_layers():
         return _materialize_albert(new, adapter, recipe, kept_layers)
+    if adapter.family == "modernbert" and 0 in recipe.dropped_layers:
+        raise HeadroomError(
+            "ModernBERT's layer 0 has no attention LayerNorm (the next layer has one), so a model without it "
+            "cannot be saved in a form transformers reloads correctly; keep layer 0, or simulate the recipe."
+        )
 
     # Quantise first (so per-tensor ranges match simulation, which quantises the full matrix),
     # then slice heads out, then drop layers.
     heads_per_layer = []
     for i in kept_layers:
-        module = adapter.layer_module(i)
-        _quantize_layer(adapter, module, QuantScheme.for_layer(recipe, i, L))
+        _quantize_layer(adapter, i, QuantScheme.for_layer(recipe, i, L))
         present = adapter.heads_in_layer(i)  # < H when the model was pruned before
         heads = recipe.kept_heads(i, present)
         if len(heads) < present:
-            heads_per_layer.append(_prune_layer_heads(adapter, module, heads))
+            heads_per_layer.append(_prune_layer_heads(adapter, i, heads))
         else:
             heads_per_layer.append(present)
     layers = _get(new, adapter.spec.layers)
     _set(new, adapter.spec.layers, nn.ModuleList([layers[i] for i in kept_layers]))
     setattr(new.config, adapter.spec.num_layers_attr, len(kept_layers))
+    if adapter.family == "modernbert":  # each kept layer keeps its global/local attention
+        new.config.layer_types = [new.config.layer_types[i] for i in kept_layers]
     _finish(new, adapter, recipe, heads_per_layer, H)
     return new
 
@@ -129,10 +166,9 @@ def _materialize_albert(new, adapter: Adapter, recipe: Recipe, kept_layers: list
             "ALBERT shares its weights across layers, so a materialized recipe must mask the same "
             "heads and use the same bits in every kept layer; simulate it instead."
         )
-    module = adapter.layer_module(0)
-    _quantize_layer(adapter, module, schemes.pop())
+    _quantize_layer(adapter, 0, schemes.pop())
     heads = list(head_sets.pop())
-    kept = adapter.num_heads if len(heads) == adapter.num_heads else _prune_layer_heads(adapter, module, heads)
+    kept = adapter.num_heads if len(heads) == adapter.num_heads else _prune_layer_heads(adapter, 0, heads)
     # With one shared layer, dropping any k layers equals running the layer L - k times.
     config.num_hidden_layers = len(kept_layers)
     _finish(new, adapter, recipe, [kept] * len(kept_layers), adapter.num_heads)
@@ -197,12 +233,16 @@ def load_materialized(path: str, dtype: torch.dtype = torch.float32) -> nn.Modul
     adapter = Adapter(model)
     hs = adapter.head_size
     modules = [adapter.layer_module(0)] if adapter.shares_layers() else [adapter.layer_module(i) for i in range(adapter.num_layers)]
+    spec = adapter.spec
     for module, n in zip(modules, heads_per_layer):
-        for attr in (adapter.spec.query, adapter.spec.key, adapter.spec.value):
+        # Q/K/V are three Linears, or one fused (Q; K; V) Linear 3x as wide (ModernBERT)
+        paths, widths = ([spec.fused_qkv], [3 * n * hs]) if spec.fused_qkv else ([spec.query, spec.key, spec.value], [n * hs] * 3)
+        for attr, width in zip(paths, widths):
             lin = _get(module, attr)
-            _set(module, attr, nn.Linear(lin.in_features, n * hs, dtype=dtype))
-        o = _get(module, adapter.spec.attention_output)
-        _set(module, adapter.spec.attention_output, nn.Linear(n * hs, o.out_features, dtype=dtype))
+            _set(module, attr, nn.Linear(lin.in_features, width, bias=lin.bias is not None, dtype=dtype))
+        o = _get(module, spec.attention_output)
+        _set(module, spec.attention_output, nn.Linear(n * hs, o.out_features, bias=o.bias is not None, dtype=dtype))
+        _set_head_count(adapter, module, n)
     state = {}
     for f in sorted(os.listdir(path)):
         if f.endswith(".safetensors"):
