@@ -1,4 +1,4 @@
-"""The core promises, for every architecture adapter, on tiny random models.
+"""The core promises, for every architecture adapter (DeBERTa-v3 and ModernBERT included), on tiny random models.
 
 - Headroom's flat forward with an empty recipe reproduces the HF model's logits;
 - a masked head (simulated) and the same head pruned (materialized) give the same logits;
@@ -17,7 +17,7 @@ from analysis.errors import HeadroomError
 from analysis.core.materialize import load_materialized, materialize, save_materialized
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import simulate
-from analysis.testing import ARCHITECTURES, tiny_batch, tiny_model
+from analysis.testing import ALL_ARCHITECTURES, tiny_batch, tiny_model
 
 TOL = 1e-4
 
@@ -33,10 +33,10 @@ def sim_logits(model, recipe, batch, **kw):
 
 
 def batch_for(arch):
-    return tiny_batch(pad_id=1 if arch == "roberta" else 0)
+    return tiny_batch(pad_id=1 if arch in ("roberta", "xlm-roberta") else 0)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ALL_ARCHITECTURES)
 def test_flat_forward_matches_hf(arch):
     model = tiny_model(arch)
     b = batch_for(arch)
@@ -50,7 +50,7 @@ def _uneven_recipe(arch):
     return Recipe(masked_heads=[(0, 2), (2, 0), (2, 1), (2, 2), (2, 3)])
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ALL_ARCHITECTURES)
 def test_masked_equals_pruned(arch, tmp_path):
     model = tiny_model(arch)
     b = batch_for(arch)
@@ -67,15 +67,18 @@ def test_masked_equals_pruned(arch, tmp_path):
     torch.testing.assert_close(hf_logits(load_materialized(str(tmp_path)), b), pruned, atol=TOL, rtol=0)
 
 
-@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a != "albert"])
+@pytest.mark.parametrize("arch", [a for a in ALL_ARCHITECTURES if a != "albert"])
 def test_drop_layer_equals_identity(arch):
     model = tiny_model(arch)
     b = batch_for(arch)
     k = 1
 
     class Identity(nn.Module):
+        attention_type = "full_attention"  # ModernBERT's model reads it to pick the layer's mask
+
         def forward(self, hidden_states, *args, **kwargs):
-            return hidden_states
+            # DeBERTa's encoder unpacks (hidden, attention) from each layer; the others take the tensor
+            return (hidden_states, None) if arch == "deberta-v2" else hidden_states
 
     reference = copy.deepcopy(model)
     adapter = Adapter(reference)
@@ -106,7 +109,7 @@ def test_albert_uneven_materialize_is_refused():
         materialize(tiny_model("albert"), Recipe(masked_heads=[(0, 1)]))
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ALL_ARCHITECTURES)
 def test_zero_gate_equals_mask(arch):
     model = tiny_model(arch)
     b = batch_for(arch)
@@ -127,7 +130,7 @@ def test_simulation_leaves_model_untouched():
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
-@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "deberta-v2", "modernbert"])
 def test_quantized_materialize_matches_simulation(arch):
     model = tiny_model(arch)
     b = batch_for(arch)
@@ -149,13 +152,13 @@ def test_incremental_start_equals_full_pass():
         torch.testing.assert_close(sim(b, start_layer=k, hidden=trace[k]).logits, sim(b).logits, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ALL_ARCHITECTURES)
 def test_every_role_names_the_same_matrix_everywhere(arch):
     # One name per weight matrix: the adapter's LayerParts, the simulated LayerWeights and the
     # profile's components all speak ROLES; the (weight, bias) a role holds is that Linear's.
     from dataclasses import fields
 
-    from analysis.core.adapters import ROLES, ArchitectureSpec, LayerParts
+    from analysis.core.adapters import ROLES, ArchitectureSpec, FusedRows, LayerParts
     from analysis.measure.flops import COMPONENT_OF_ROLE, COMPONENTS
 
     assert set(ROLES) <= {f.name for f in fields(LayerParts)} and set(ROLES) <= {f.name for f in fields(ArchitectureSpec)}
@@ -165,8 +168,15 @@ def test_every_role_names_the_same_matrix_everywhere(arch):
     parts = adapter.layer(1)
     for role in ROLES:
         linear = getattr(parts, role)
-        assert isinstance(linear, nn.Linear)
-        assert torch.equal(getattr(lw, role).weight, linear.weight) and torch.equal(getattr(lw, role).bias, linear.bias)
-    # ffn_in maps hidden -> intermediate and ffn_out back: the names follow the data flow
+        # ModernBERT's Q/K/V are row blocks of its fused W_qkv; everything else is an nn.Linear
+        assert isinstance(linear, FusedRows if adapter.spec.fused_qkv and role in ("query", "key", "value") else nn.Linear)
+        assert torch.equal(getattr(lw, role).weight, linear.weight)
+        bias = getattr(lw, role).bias
+        assert (bias is None and linear.bias is None) or torch.equal(bias, linear.bias)
+    if adapter.spec.fused_qkv:  # the three blocks tile the fused matrix in Q, K, V order
+        fused = torch.cat([getattr(parts, r).weight for r in ("query", "key", "value")])
+        assert torch.equal(fused, parts.query.module.weight)
+    # ffn_in maps hidden -> intermediate (input and gate halves when gated) and ffn_out back
     assert lw.ffn_in.weight.shape[1] == lw.ffn_out.weight.shape[0] == adapter.hidden_size
-    assert lw.ffn_in.weight.shape[0] == lw.ffn_out.weight.shape[1] > adapter.hidden_size
+    halves = 2 if adapter.ffn_gated else 1
+    assert lw.ffn_in.weight.shape[0] == halves * lw.ffn_out.weight.shape[1] and lw.ffn_out.weight.shape[1] > adapter.hidden_size
