@@ -48,6 +48,7 @@ def tiny_model(arch: str, *, layers: int = 3, heads: int = 4, hidden: int = 32, 
     torch.manual_seed(seed)
     # a large init range so that every head and layer visibly moves the logits
     common = dict(vocab_size=VOCAB, num_labels=NUM_LABELS, max_position_embeddings=64, initializer_range=0.2)
+    common.update({k: overrides.pop(k) for k in list(overrides) if k in common})
     if arch == "bert":
         cfg = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                          intermediate_size=hidden * 2, **common)
@@ -115,6 +116,8 @@ def tiny_loaded(arch: str = "bert", *, layers: int = 3, heads: int = 4, hidden: 
     """A LoadedModel around a tiny random BERT with the real MiniLM tokenizer (vocab 30522).
 
     For tests of code that needs a tokenizer and an Evaluator without the demo checkpoints.
+    `arch` "deberta-v2" or "modernbert" puts `tiny_model`'s config of that family (with the
+    tokenizer's vocabulary and pad id 0) behind the same tokenizer: token ids are only indices.
     """
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -122,8 +125,15 @@ def tiny_loaded(arch: str = "bert", *, layers: int = 3, heads: int = 4, hidden: 
     from analysis.core.adapters import Adapter
     from analysis.io.models import LoadedModel, _minilm_dir
 
+    if arch in FAMILIES:
+        labels = dict(id2label=dict(enumerate(TINY_LABELS[:num_labels])),
+                      label2id={n: i for i, n in enumerate(TINY_LABELS[:num_labels])})
+        model = tiny_model(arch, layers=layers, heads=heads, hidden=hidden, seed=seed, vocab_size=30522,
+                           num_labels=num_labels, max_position_embeddings=512, **labels)
+        tokenizer = AutoTokenizer.from_pretrained(str(_minilm_dir()))
+        return LoadedModel(f"tiny-{arch}", "config", "directory", model, tokenizer, Adapter(model), torch.device("cpu"))
     if arch != "bert":
-        raise ValueError("tiny_loaded builds BERT only (the MiniLM tokenizer is a BERT tokenizer)")
+        raise ValueError("tiny_loaded builds BERT, DeBERTa-v2 or ModernBERT (behind the MiniLM tokenizer)")
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=hidden * 2, num_labels=num_labels, initializer_range=0.2,

@@ -50,13 +50,22 @@ def _batch_losses(ev, gate_value: dict[tuple[int, int], float]) -> list[float]:
             for (l, h), v in gate_value.items():
                 gates[l][h] = v
             out = sim.forward(batch, gates=gates, output_hidden_states=True)
-            logits = ev.adapter.classify(out.hidden_states[-1])  # float64 (out.logits is rounded to fp32)
+            logits = ev.adapter.classify(out.hidden_states[-1], batch.attention_mask)  # float64 (out.logits is fp32)
             y = torch.as_tensor(ev.labels[batch.example_ids.numpy()])
             losses.append(float(F.cross_entropy(logits, y, reduction="sum")))
     return losses
 
 
-def test_michel_matches_finite_differences_wrt_gates(ev64):
+@pytest.fixture(scope="module", params=["bert", "deberta-v2", "modernbert"])
+def fd_ev(request):
+    """A float64 model of each layer family (post-LN, DeBERTa, pre-LN ModernBERT) for the finite differences."""
+    loaded = tiny_loaded(request.param, layers=L, heads=H)
+    loaded.model.double()
+    return Evaluator(loaded, tiny_dataset(24), batch_size=8)
+
+
+def test_michel_matches_finite_differences_wrt_gates(fd_ev):
+    ev64 = fd_ev
     imp = michel_importance(ev64, mode="per-batch")
     eps = 1e-5
     expected = np.zeros((L, H))

@@ -17,7 +17,7 @@ from analysis.measure.timing import synthetic_batch
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import additive_mask, encoder_layer, simulate
 from analysis.measure.size import size_report
-from analysis.testing import ARCHITECTURES, tiny_model
+from analysis.testing import ALL_ARCHITECTURES, tiny_model
 
 # BERT-base by hand, batch 1, seq 128 (D=768, I=3072, 12 heads of 64), 2 FLOPs per multiply-add:
 T, D, I, H, HS = 128, 768, 3072, 12, 64
@@ -75,7 +75,7 @@ def test_bert_base_parameters_sum_to_the_model(bert_base):
     assert by.get("attention_scores", 0) == 0
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ALL_ARCHITECTURES)
 def test_parameter_rows_agree_with_size_report(arch):
     model = tiny_model(arch)
     adapter = Adapter(model)

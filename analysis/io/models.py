@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.core.adapters import Adapter
+from analysis.core.adapters import SPECS, Adapter
 from analysis.errors import HeadroomError
 from analysis.runtime import resolve_device
 
@@ -61,7 +61,7 @@ class LoadedModel:
     @property
     def max_length(self) -> int:
         limit = getattr(self.model.config, "max_position_embeddings", 512)
-        if self.adapter.model_type == "roberta":
+        if self.adapter.family == "roberta":  # RoBERTa and XLM-RoBERTa
             limit -= 2  # RoBERTa's positions start after padding_idx
         return int(min(limit, 512))
 
@@ -260,9 +260,9 @@ def _from_pretrained(source: str, *, trust_remote_code: bool, use_safetensors: b
                 f"'{source}' needs custom code to load; pass --trust-remote-code only if you trust its author."
             ) from None
         raise HeadroomError(f"'{source}' has a config.json transformers cannot read ({str(e).splitlines()[0]}).") from None
-    if config.model_type not in {"bert", "roberta", "electra", "distilbert", "albert"}:
+    if config.model_type not in SPECS:
         raise HeadroomError(
-            f"'{source}' is a '{config.model_type}' model; Headroom supports bert, roberta, electra, distilbert and albert."
+            f"'{source}' is a '{config.model_type}' model; Headroom supports {', '.join(sorted(SPECS))}."
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

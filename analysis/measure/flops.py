@@ -21,6 +21,15 @@ the same convention as fvcore and DeepSpeed's flops profiler for matmuls):
 - attention runs over the full padded length T (dense kernels compute padded positions too);
 - the pooler and classifier see one vector per example (the [CLS] token), not B*T.
 
+Family differences (same components, shapes read from the weights):
+- DeBERTa: each layer also projects the 2*span shared relative embeddings through its W_K and
+  W_Q (share_att_key) and takes the c2p and p2c products (B, nh, T, 2*span); these relative
+  terms are counted in `attention_scores`, the relative embeddings' LayerNorm in `embeddings`;
+- ModernBERT: ffn_in is the gated W_i (2I x D) and the gate multiply is counted with the
+  activation; it has no biases and no attention LayerNorm in layer 0 (pre-LN); local layers are
+  still counted over all T keys (dense kernels compute the masked scores too); the final norm
+  is counted with the classifier (it runs once after the last layer).
+
 Recipes: a layer with nh of its heads kept costs nh/H of its Q/K/V, scores and output-projection
 FLOPs (heads are sliced out, as `simulate` and `materialize` do); a dropped layer costs nothing.
 Shapes are read from the weights, so an already pruned model (uneven heads) is counted as it is.
@@ -83,26 +92,56 @@ def linear_flops(rows: int, d_in: int, d_out: int, bias: bool = True) -> tuple[i
 
 def layer_flops(
     batch_size: int, seq_len: int, hidden_size: int, num_heads: int, head_size: int,
-    intermediate_size: int, activation: str = "gelu", layer: int | None = None,
+    intermediate_size: int, activation: str = "gelu", layer: int | None = None, *,
+    biases: bool = True, gated: bool = False, layernorms: int = 2, relative_rows: int = 0, relative_terms: int = 0,
 ) -> list[FlopCount]:
-    """FLOPs of one post-LN encoder layer keeping `num_heads` heads, per component."""
+    """FLOPs of one encoder layer keeping `num_heads` heads, per component.
+
+    The defaults are a post-LN BERT layer. `gated`: ffn_in has 2I rows and the activation is
+    multiplied by the gate half (ModernBERT); `biases`: whether the linears add a bias;
+    `layernorms`: LayerNorms the layer runs (ModernBERT's layer 0 has one); `relative_rows`
+    (DeBERTa: 2*span) relative embeddings are projected by W_K/W_Q for `relative_terms` (c2p,
+    p2c) extra score products.
+    """
     B, T, D, nh, hs, I = batch_size, seq_len, hidden_size, num_heads, head_size, intermediate_size
     tokens, width = B * T, nh * hs
-    act = ACTIVATION.get(activation, DEFAULT_ACTIVATION)
-    qkv_mm, qkv_el = linear_flops(tokens, D, width)
+    act = ACTIVATION.get(activation, DEFAULT_ACTIVATION) + (1 if gated else 0)  # + the gate multiply
+    qkv_mm, qkv_el = linear_flops(tokens, D, width, biases)
     scores = B * nh * T * T  # (B, nh, T, T) attention scores
-    o_mm, o_el = linear_flops(tokens, width, D) if nh else (0, 0)  # 0 heads: W_O's bias only, no add
-    in_mm, in_el = linear_flops(tokens, D, I)
-    out_mm, out_el = linear_flops(tokens, I, D)
+    o_mm, o_el = linear_flops(tokens, width, D, biases) if nh else (0, 0)  # 0 heads: W_O's bias only, no add
+    in_mm, in_el = linear_flops(tokens, D, 2 * I if gated else I, biases)
+    out_mm, out_el = linear_flops(tokens, I, D, biases)
+    # DeBERTa: W_K r and W_Q r on the relative embeddings, then (B, nh, T, hs) @ (nh, hs, 2*span) per term
+    rel_mm = rel_el = 0
+    if relative_terms and nh:
+        proj_mm, proj_el = linear_flops(relative_rows, D, width, biases)
+        rel_mm = relative_terms * (proj_mm + MATMUL * B * nh * T * relative_rows * hs)
+        rel_el = relative_terms * (proj_el + 2 * scores)  # gather is free; scale and add per score
     return [
         FlopCount("attention_qkv", layer, 3 * qkv_mm, 3 * qkv_el),
         # QK^T: (B, nh, T, hs) @ (B, nh, hs, T); context: (B, nh, T, T) @ (B, nh, T, hs)
-        FlopCount("attention_scores", layer, 2 * MATMUL * scores * hs, scores * (SOFTMAX + SCALE_AND_MASK)),
+        FlopCount("attention_scores", layer, 2 * MATMUL * scores * hs + rel_mm,
+                  scores * (SOFTMAX + SCALE_AND_MASK) + rel_el),
         FlopCount("attention_output", layer, o_mm, o_el),
-        FlopCount("layernorm", layer, 0, 2 * tokens * D * (LAYERNORM + RESIDUAL)),
+        FlopCount("layernorm", layer, 0, layernorms * tokens * D * (LAYERNORM + RESIDUAL)),
         FlopCount("ffn_in", layer, in_mm, in_el + tokens * I * act),
         FlopCount("ffn_out", layer, out_mm, out_el),
     ]
+
+
+def _family_kwargs(adapter: Adapter, index: int) -> dict:
+    """`layer_flops` keywords describing layer `index` of the adapter's family."""
+    parts = adapter.layer(index)
+    kw = dict(biases=parts.ffn_out.bias is not None, gated=adapter.ffn_gated,
+              layernorms=sum(1 for m in (parts.attention_layernorm, parts.ffn_layernorm) if isinstance(m, nn.LayerNorm)))
+    config = adapter.model.config
+    if adapter.family == "deberta-v2" and getattr(config, "relative_attention", False):
+        from analysis.core.families import deberta_settings
+
+        buckets, max_rel = deberta_settings(config)
+        kw.update(relative_rows=2 * (buckets if buckets > 0 else max_rel),
+                  relative_terms=sum(t in (config.pos_att_type or []) for t in ("c2p", "p2c")))
+    return kw
 
 
 def activation_name(adapter: Adapter) -> str:
@@ -114,6 +153,10 @@ def embedding_flops(adapter: Adapter, batch_size: int, seq_len: int) -> FlopCoun
     E = adapter.word_embeddings.weight.shape[1]
     tables = sum(1 for m in adapter.embeddings.modules() if isinstance(m, nn.Embedding))
     elementwise = tokens * E * (tables - 1 + LAYERNORM)  # sum the looked-up rows, then LayerNorm
+    for m in adapter.embedding_extras():  # DeBERTa: LayerNorm of the shared relative embeddings
+        if isinstance(m, nn.LayerNorm):
+            rel = adapter.base.encoder.rel_embeddings.weight
+            elementwise += rel.shape[0] * rel.shape[1] * LAYERNORM
     matmul = 0
     projection = adapter.embedding_projection()
     if projection is not None:
@@ -145,7 +188,7 @@ def count_flops(adapter: Adapter, recipe: Recipe | None = None, batch_size: int 
         parts = adapter.layer(i)
         nh = len(recipe.kept_heads(i, adapter.heads_in_layer(i)))
         counts += layer_flops(batch_size, seq_len, adapter.hidden_size, nh, adapter.head_size,
-                              parts.ffn_in.weight.shape[0], act, layer=i)
+                              parts.ffn_out.weight.shape[1], act, layer=i, **_family_kwargs(adapter, i))
     counts.append(classifier_flops(adapter, batch_size))
     return counts
 
@@ -178,9 +221,8 @@ def count_parameters(adapter: Adapter, recipe: Recipe | None = None) -> list[Par
     word = adapter.word_embeddings.weight
     params = word.numel()
     nbytes = quantized_bytes(tuple(word.shape), QuantScheme.for_embeddings(recipe), EMBEDDING_ROLE, hs)
-    rest = [p for n, p in adapter.embeddings.named_parameters() if not n.startswith("word_embeddings")]
-    projection = adapter.embedding_projection()
-    rest += list(projection.parameters()) if projection is not None else []
+    rest = [p for p in adapter.embeddings.parameters() if p is not word]
+    rest += [p for m in adapter.embedding_extras() for p in m.parameters()]
     params += sum(p.numel() for p in rest)
     rows = [ParamCount("embeddings", None, params, nbytes + 4.0 * sum(p.numel() for p in rest))]
 
@@ -196,8 +238,9 @@ def count_parameters(adapter: Adapter, recipe: Recipe | None = None) -> list[Par
         for role in ROLES:
             shape = sliced_shape(role, getattr(parts, role).weight.shape, width)
             numel, comp = shape[0] * shape[1], COMPONENT_OF_ROLE[role]
-            by[comp][0] += numel + shape[0]  # weight + bias (fp32)
-            by[comp][1] += (quantized_bytes(shape, scheme, role, hs) if numel else 0.0) + 4.0 * shape[0]
+            bias = shape[0] if getattr(parts, role).bias is not None else 0  # ModernBERT has none
+            by[comp][0] += numel + bias  # weight + bias (fp32)
+            by[comp][1] += (quantized_bytes(shape, scheme, role, hs) if numel else 0.0) + 4.0 * bias
         ln = sum(p.numel() for m in (parts.attention_layernorm, parts.ffn_layernorm) for p in m.parameters())
         by["layernorm"] = [ln, 4.0 * ln]
         rows += [ParamCount(c, i, *by[c]) for c in COMPONENTS if c in by]

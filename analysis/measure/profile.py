@@ -53,7 +53,7 @@ def as_adapter(model_like) -> tuple[Adapter, str]:
 
 def max_seq_len(adapter: Adapter) -> int:
     """The longest sequence the model's position embeddings take (RoBERTa reserves two)."""
-    return getattr(adapter.model.config, "max_position_embeddings", 512) - (2 if adapter.model_type == "roberta" else 0)
+    return getattr(adapter.model.config, "max_position_embeddings", 512) - (2 if adapter.family == "roberta" else 0)
 
 
 def _check_shape(adapter: Adapter, batch_size: int, seq_len: int, repeats: int, device: torch.device) -> None:

@@ -28,8 +28,14 @@ def _hook_targets(adapter: Adapter) -> list[tuple[nn.Module, str, int | None]]:
         targets.append((adapter.embedding_projection(), "embeddings", None))
     for i in range(1 if adapter.shares_layers() else adapter.num_layers):
         p = adapter.layer(i)
-        targets += [(getattr(p, role), COMPONENT_OF_ROLE[role], i) for role in ROLES]
-        targets += [(p.attention_layernorm, "layernorm", i), (p.ffn_layernorm, "layernorm", i)]
+        seen = set()
+        for role in ROLES:
+            module = getattr(p, role)
+            module = getattr(module, "module", module)  # ModernBERT: Q/K/V are one fused Linear, hooked once
+            if id(module) not in seen:
+                seen.add(id(module))
+                targets.append((module, COMPONENT_OF_ROLE[role], i))
+        targets += [(m, "layernorm", i) for m in (p.attention_layernorm, p.ffn_layernorm) if isinstance(m, nn.LayerNorm)]
     targets += [(m, "classifier", None) for m in adapter.classifier_modules().values()]
     return targets
 

@@ -66,12 +66,11 @@ def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
     word = adapter.word_embeddings.weight
     add("embeddings", word.numel(),
         quantized_bytes(tuple(word.shape), QuantScheme.for_embeddings(recipe), EMBEDDING_ROLE, hs))
-    for name, p in adapter.embeddings.named_parameters():
-        if not name.startswith("word_embeddings"):
+    for p in adapter.embeddings.parameters():
+        if p is not word:
             add("embeddings", p.numel(), p.numel() * 4.0)
-    projection = adapter.embedding_projection()
-    if projection is not None:
-        n = sum(p.numel() for p in projection.parameters())
+    for module in adapter.embedding_extras():  # a projection up to hidden; DeBERTa's relative embeddings
+        n = sum(p.numel() for p in module.parameters())
         add("embeddings", n, n * 4.0)
 
     dropped = set(recipe.dropped_layers)
@@ -88,9 +87,9 @@ def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
             numel = shape[0] * shape[1]
             # Ranges of the *kept* slice; per-tensor and per-channel ranges are stored either way.
             add(COMPONENT_OF_ROLE[role], numel, quantized_bytes(shape, scheme, role, hs) if numel else 0.0)
-            bias = shape[0]
+            bias = shape[0] if getattr(parts, role).bias is not None else 0  # ModernBERT has no biases
             add(COMPONENT_OF_ROLE[role], bias, bias * 4.0)
-        for ln in (parts.attention_layernorm, parts.ffn_layernorm):
+        for ln in (parts.attention_layernorm, parts.ffn_layernorm):  # ModernBERT's layer 0: nn.Identity, 0
             n = sum(p.numel() for p in ln.parameters())
             add("layernorm", n, n * 4.0)
 
