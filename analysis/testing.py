@@ -116,8 +116,8 @@ def tiny_loaded(arch: str = "bert", *, layers: int = 3, heads: int = 4, hidden: 
     """A LoadedModel around a tiny random BERT with the real MiniLM tokenizer (vocab 30522).
 
     For tests of code that needs a tokenizer and an Evaluator without the demo checkpoints.
-    `arch` "deberta-v2" or "modernbert" puts `tiny_model`'s config of that family (with the
-    tokenizer's vocabulary and pad id 0) behind the same tokenizer: token ids are only indices.
+    Another `arch` (e.g. "deberta-v2", "modernbert") puts `tiny_model`'s config of that family,
+    with the tokenizer's vocabulary, behind the same tokenizer: token ids are only indices.
     """
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -125,15 +125,13 @@ def tiny_loaded(arch: str = "bert", *, layers: int = 3, heads: int = 4, hidden: 
     from analysis.core.adapters import Adapter
     from analysis.io.models import LoadedModel, _minilm_dir
 
-    if arch in FAMILIES:
+    if arch != "bert":
         labels = dict(id2label=dict(enumerate(TINY_LABELS[:num_labels])),
                       label2id={n: i for i, n in enumerate(TINY_LABELS[:num_labels])})
         model = tiny_model(arch, layers=layers, heads=heads, hidden=hidden, seed=seed, vocab_size=30522,
                            num_labels=num_labels, max_position_embeddings=512, **labels)
         tokenizer = AutoTokenizer.from_pretrained(str(_minilm_dir()))
         return LoadedModel(f"tiny-{arch}", "config", "directory", model, tokenizer, Adapter(model), torch.device("cpu"))
-    if arch != "bert":
-        raise ValueError("tiny_loaded builds BERT, DeBERTa-v2 or ModernBERT (behind the MiniLM tokenizer)")
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                      intermediate_size=hidden * 2, num_labels=num_labels, initializer_range=0.2,

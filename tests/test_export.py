@@ -1,4 +1,4 @@
-"""ONNX export of materialized recipes: ONNX Runtime gives the torch model's logits, for every family."""
+"""ONNX export of materialized recipes: ONNX Runtime gives the torch model's logits, for every family (DeBERTa-v3, ModernBERT and XLM-RoBERTa included)."""
 
 import json
 
@@ -11,7 +11,7 @@ from analysis.core.export import FP32_FILE, INT8_FILE, check_batch, export_onnx,
 from analysis.core.materialize import materialize
 from analysis.core.recipe import Recipe
 from analysis.errors import HeadroomError
-from analysis.testing import ARCHITECTURES, tiny_loaded, tiny_model
+from analysis.testing import ALL_ARCHITECTURES, tiny_loaded, tiny_model
 
 pytest.importorskip("onnxruntime")
 
@@ -19,7 +19,7 @@ pytest.importorskip("onnxruntime")
 RECIPE = Recipe(masked_heads=[(0, 1), (0, 2), (2, 3)], dropped_layers=[1])
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ALL_ARCHITECTURES)
 def test_onnx_logits_equal_torch_for_a_pruned_model(arch, tmp_path):
     # ALBERT shares one layer's weights: the same heads must go in every layer
     recipe = Recipe(masked_heads=[(i, 1) for i in range(3)]) if arch == "albert" else RECIPE

@@ -499,11 +499,17 @@ def _check_deberta(config, head_size: int) -> None:
 
 
 def _check_modernbert(config) -> None:
-    """ModernBERT: default RoPE (global and local theta), full or sliding attention, cls or mean pooling."""
+    """ModernBERT: static RoPE (global and local theta), full or sliding attention, cls or mean pooling.
+
+    The cos/sin tables come from the model's own rotary module, so any RoPE whose tables depend
+    only on the config works (default, linear, ...); the dynamic kinds rewrite the module's
+    buffers with the sequence length, which a read-only simulation must not do.
+    """
     for kind, params in (config.rope_parameters or {}).items():
-        if params and params.get("rope_type", "default") != "default":
-            raise HeadroomError(f"ModernBERT with rope_type '{params['rope_type']}' for {kind} is not supported; "
-                                "Headroom runs the default rotary embeddings.")
+        rope_type = (params or {}).get("rope_type", "default")
+        if rope_type in ("dynamic", "longrope"):
+            raise HeadroomError(f"ModernBERT with rope_type '{rope_type}' for {kind} is not supported; its rotary "
+                                "tables change with the sequence length (use a static RoPE such as default or linear).")
     odd = sorted(set(config.layer_types) - {"full_attention", "sliding_attention"})
     if odd:
         raise HeadroomError(f"ModernBERT layer type(s) {', '.join(odd)} are not supported.")

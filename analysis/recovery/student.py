@@ -30,6 +30,7 @@ from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, _get
 from analysis.core.materialize import materialize
 from analysis.core.quantize import FULL_BITS, QuantScheme, fake_quantize, fake_quantize_activations
 from analysis.core.recipe import Recipe
+from analysis.errors import HeadroomError
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -145,6 +146,9 @@ def _install_qat(student: Student) -> None:
     """Name the matrices the forward fake-quantises; hook the activations when the recipe quantises them."""
     model, recipe = student.model, student.recipe
     adapter = Adapter(model)
+    if adapter.spec.fused_qkv:  # one parameter would need three roles' quantisation ranges
+        raise HeadroomError("Quantisation-aware recovery is not supported for ModernBERT (its fused W_qkv holds "
+                            "the query, key and value matrices in one parameter); recover without --qat.")
     names = {id(p): n for n, p in model.named_parameters()}
     bits = bits_recipe(recipe, student.kept_layers, student.teacher_layers)
     for j in range(adapter.num_layers):
