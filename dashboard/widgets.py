@@ -187,12 +187,12 @@ def _latency_metric(choice, recipe: Recipe, is_base: bool) -> None:
                   help="These bit-widths have no integer kernels here: the model runs the same fp32 kernels as "
                        "the baseline, so nothing is timed. Real int8/bf16 kernels: 8 or 16 bits in every layer.")
     elif is_base:
-        st.metric(f"latency · measured, {lat.device}", f"{lat.ms_per_example:.2f} ms/ex",
-                  help=f"Median of {lat.repeats} runs of the unmodified model, batch {lat.batch_size} x "
+        st.metric("latency · measured", f"{lat.ms_per_example:.1f} ms",
+                  help=f"Per example, on {lat.device}: median of {lat.repeats} runs of the unmodified model, batch {lat.batch_size} x "
                        f"{lat.seq_len} tokens, {lat.threads} threads, load {lat.load_average}.")
     else:
         lo, hi = lat.ratio_ci95
-        st.metric(f"latency · measured vs baseline, {lat.device}", f"{lat.ratio:.2f}x baseline",
+        st.metric(f"latency · measured vs baseline, {lat.device}", f"{lat.ratio:.2f}x",
                   delta=lat.verdict if lat.verdict != "no measurable change" else "no measurable change",
                   delta_color="off" if lat.verdict not in ("faster", "slower") else
                   ("normal" if lat.verdict == "faster" else "inverse"),
@@ -226,10 +226,13 @@ def head_grid(num_layers: int, num_heads: int, dropped: list[int] | None = None)
     for layer in range(num_layers):  # the recipe is the truth: put it into the widgets first
         st.session_state[state.head_grid_key(layer)] = recipe.kept_heads(layer, num_heads)
     st.caption(f"**Heads** of {num_layers} layers x {num_heads}: click one to mask it (outlined) or to bring "
-               f"it back (filled = kept) · {len(recipe.masked_heads)} masked")
+               f"it back (filled = kept) · {len(recipe.masked_heads)} masked"
+               + (f" · struck through: layer{'s' if len(dropped) > 1 else ''} "
+                  f"{', '.join(f'L{k}' for k in sorted(dropped))} dropped" if dropped else ""))
     for layer in range(num_layers):
         label_col, pills_col = st.columns([1, 14], vertical_alignment="center")
-        label_col.markdown(f"**L{layer}**" + (" ~~dropped~~" if layer in dropped else ""))
+        label_col.markdown(f"~~**L{layer}**~~" if layer in dropped else f"**L{layer}**",
+                           help="dropped (Layers page)" if layer in dropped else None)
         pills_col.pills(
             f"Layer {layer} heads", options=list(range(num_heads)), selection_mode="multi",
             key=state.head_grid_key(layer), format_func=str, label_visibility="collapsed",

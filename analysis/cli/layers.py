@@ -1,4 +1,4 @@
-"""Layer-dropping commands: `layers --strategy top --k 2` and `layers --sweep` (Sajjad et al. 2020)."""
+"""Layer-dropping commands: `layers --strategy top --k 2` and `layers --sweep` (Sajjad et al. 2023)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Layer dropping, after Sajjad et al. 2020, "On the Effect of Dropping Layers of Pre-trained
+"""Layer dropping, after Sajjad et al. 2023, "On the Effect of Dropping Layers of Pre-trained
 Transformer Models" (arXiv:2004.03844).
 
 A model with L encoder layers loses k of them; a dropped layer becomes the identity (the hidden

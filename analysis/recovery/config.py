@@ -142,7 +142,7 @@ class RecoveryConfig:
 
 #: name -> (weights, what it is and where it comes from). Weights not named stay at their defaults.
 OBJECTIVES: dict[str, tuple[dict, str]] = {
-    "ce": ({"ce_weight": 1.0}, "plain re-fine-tuning on the task labels (Sajjad et al. 2020; Michel et al. 2019)"),
+    "ce": ({"ce_weight": 1.0}, "plain re-fine-tuning on the task labels (Sajjad et al. 2023; Michel et al. 2019)"),
     "kd": ({"ce_weight": 0.5, "kd_weight": 0.5, "temperature": 2.0},
            "soft targets of the teacher at temperature T, mixed half and half with the labels "
            "(Hinton et al. 2015; DistilBERT's distillation loss, Sanh et al. 2019)"),

@@ -20,7 +20,7 @@ from analysis.errors import HeadroomError
 
 
 def cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Task cross-entropy on the labels: plain (re-)fine-tuning (Devlin et al. 2019; Sajjad et al. 2020)."""
+    """Task cross-entropy on the labels: plain (re-)fine-tuning (Devlin et al. 2019; Sajjad et al. 2023)."""
     return F.cross_entropy(student_logits.float(), labels)
 
 

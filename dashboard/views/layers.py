@@ -1,4 +1,4 @@
-"""Layers: drop whole encoder layers (Sajjad et al. 2020, "Poor Man's BERT").
+"""Layers: drop whole encoder layers (Sajjad et al. 2023, "Poor Man's BERT").
 
 Pick a strategy and k (top, bottom, alternate, symmetric, contribution) or tick layers by hand;
 the live metrics panel follows. The sweep of every strategy at every k runs as a stoppable job.
@@ -70,7 +70,7 @@ def _sweep(ev) -> None:
 
 def render() -> None:
     st.title("Layers")
-    st.caption("Drop whole encoder layers (Sajjad et al. 2020): a dropped layer becomes the identity. "
+    st.caption("Drop whole encoder layers (Sajjad et al. 2023): a dropped layer becomes the identity. "
                "Exact in simulation: the same logits as the materialized, smaller model. No re-fine-tuning "
                "happens here (Sajjad et al. re-fine-tune after dropping, which is why top-layer dropping "
                "hurts least in their paper and most here: the classifier loses the layer it was trained on).")

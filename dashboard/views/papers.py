@@ -60,12 +60,12 @@ def render() -> None:
         st.dataframe(
             shown[["method", "reduced", "reduction", "speedup", "accuracy", "citation", "paper"]],
             hide_index=True, key="papers_table",  # the title last: it is long, the hover shows it whole
-            column_config={"method": st.column_config.TextColumn(width="small"),
-                           "reduced": st.column_config.TextColumn(width="small"),
+            column_config={"method": st.column_config.TextColumn(width="medium"),
+                           "reduced": st.column_config.TextColumn(width="medium"),
                            "reduction": st.column_config.TextColumn(width="small"),
-                           "speedup": st.column_config.TextColumn(width="small"),
-                           "accuracy": st.column_config.TextColumn(width="small"),
-                           "citation": st.column_config.TextColumn(width="medium"),
+                           "speedup": st.column_config.TextColumn(width="medium"),
+                           "accuracy": st.column_config.TextColumn(width="medium"),
+                           "citation": st.column_config.TextColumn(width="large"),
                            "paper": st.column_config.TextColumn(width="large")},
         )
         import plotly.graph_objects as go
