@@ -210,6 +210,19 @@ def test_recovered_model_reloads_and_reproduces_its_card_logits(loaded, tmp_path
     recover(again, Recipe(dropped_layers=[0]), quick("ce"), train=tiny_dataset(n=16, seed=8))
 
 
+def test_recovered_model_keeps_its_teachers_data(loaded, tmp_path):
+    from analysis.io.models import load_model
+
+    teacher = replace(loaded, card={"data": "banking77", "eval_split": "test", "metric": "accuracy"})
+    out = tmp_path / "m"
+    recover(teacher, Recipe(dropped_layers=[1]), quick("ce"), train=tiny_dataset(n=16, seed=9), out_dir=str(out))
+    again = load_model(str(out))
+    assert again.default_data == "banking77" and again.card["eval_split"] == "test"
+    out2 = tmp_path / "m2"  # a model without a data card stays without one
+    recover(loaded, Recipe(dropped_layers=[1]), quick("ce"), train=tiny_dataset(n=16, seed=9), out_dir=str(out2))
+    assert load_model(str(out2)).default_data is None
+
+
 def test_existing_output_is_refused_before_training(loaded, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x.txt").write_text("keep me")

@@ -244,7 +244,9 @@ def _load_directory(path: str, *, trust_remote_code: bool, allow_pickle: bool) -
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError):
         raise HeadroomError(f"'{path}' has model weights but no tokenizer files; save the tokenizer beside them.") from None
-    return LoadedModel(p.name, str(p), kind, model, tokenizer, Adapter(model), torch.device("cpu"))
+    card = _read_json(p / "recovery.json").get("card")  # a recovered model keeps its teacher's data
+    card = card if isinstance(card, dict) else {}
+    return LoadedModel(p.name, str(p), kind, model, tokenizer, Adapter(model), torch.device("cpu"), card)
 
 
 def _from_pretrained(source: str, *, trust_remote_code: bool, use_safetensors: bool | None, **kwargs):

@@ -84,6 +84,19 @@ def _eval_data(loaded, config: RecoveryConfig, test: TextDataset | None) -> Text
     return load_dataset(data, split)
 
 
+def _data_card(loaded, config: RecoveryConfig) -> dict:
+    """What a reload of the recovered model reads as its own data (`LoadedModel.card`): the teacher's
+    data and evaluation split, or the bundled set it was trained on; nothing for a user's file."""
+    data = config.data or loaded.default_data
+    if not data or os.path.isfile(data):
+        return {}
+    split = config.eval_split
+    if not split or split.lower() == "none" or os.path.isfile(split):
+        split = loaded.card.get("eval_split") if not config.data else None
+    card = {"data": data, "eval_split": split, "metric": loaded.card.get("metric") if not config.data else None}
+    return {k: v for k, v in card.items() if v}
+
+
 def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDataset | None = None,
             test: TextDataset | None = None, out_dir: str | None = None, overwrite: bool = False,
             resume: str | None = None, progress: Progress = None, cancel=None,
@@ -251,6 +264,8 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
         "device": device_name(dev), "bf16_autocast": bf16, "threads": torch.get_num_threads(),
         "data": {"train": full.name, "train_examples": len(train_ds), "holdout_examples": len(held) if held else 0,
                  "eval": None},
+        # what a reload of this model reads as its own data (LoadedModel.card), as the teacher's card says it
+        "card": _data_card(loaded, config),
         "selection": {"chosen_step": run["best_step"], "holdout_metric": run["best_metric"],
                       "metric": held.metric if held else None,
                       "note": SELECTION_NOTE.format(n=len(held) if held else 0, split=config.train_split)
