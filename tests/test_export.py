@@ -39,8 +39,13 @@ def test_onnx_logits_equal_torch_for_a_pruned_model(arch, tmp_path):
 
 def test_int8_export_is_smaller_and_close(tmp_path):
     loaded = tiny_loaded(hidden=64, heads=4)
-    result = export_onnx(materialize(loaded.model, RECIPE), loaded.tokenizer, tmp_path / "q", int8=True)
+    result = export_onnx(materialize(loaded.model, RECIPE), loaded.tokenizer, tmp_path / "q", int8=True,
+                         per_channel=True)
     assert result.files[INT8_FILE] < result.files[FP32_FILE] / 2
+    assert result.files["model.int8-per-channel.onnx"] < result.files[FP32_FILE] / 2
+    assert 0 < result.max_abs_diff_int8_per_channel < 1.0
+    pc = load_onnx_export(tmp_path / "q", per_channel=True, threads=1)
+    assert pc(**check_batch(loaded.model.config.vocab_size)).logits.shape == (3, 3)
     assert result.max_abs_diff_int8 is not None and result.max_abs_diff_int8 < 1.0
     clf = load_onnx_export(tmp_path / "q", int8=True, threads=1)
     batch = check_batch(loaded.model.config.vocab_size)
@@ -52,6 +57,8 @@ def test_missing_int8_file_is_one_sentence(tmp_path):
     export_onnx(tiny_model("bert"), None, tmp_path / "e")
     with pytest.raises(HeadroomError, match="no model.int8.onnx"):
         load_onnx_export(tmp_path / "e", int8=True)
+    with pytest.raises(HeadroomError, match="--per-channel"):
+        load_onnx_export(tmp_path / "e", per_channel=True)
 
 
 def test_cli_export_refuses_a_non_empty_directory(capsys, tmp_path):
@@ -79,12 +86,15 @@ def test_backends_compare_scores_sizes_and_times_every_backend_against_torch_fp3
     assert by["ORT fp32"].agreement_with_baseline == by["torch fp32"].agreement_with_baseline
     assert all(r.num_examples == 24 and r.metric is not None and r.size_bytes > 0 for r in by.values())
     assert by["ORT int8"].size_bytes < by["ORT fp32"].size_bytes  # int8 weights on disk
+    assert by["ORT int8 per-channel"].size_bytes < by["ORT fp32"].size_bytes
+    assert "per_channel" in by["ORT int8 per-channel"].built_with and "per matrix" in by["ORT int8"].built_with
     for r in by.values():
         assert [(l["shape"], l["threads"]) for l in r.latency] == [("4x16", 1), ("1x8", 1), ("4x16", 2), ("1x8", 2)]
         assert all(l["rounds"] == 3 and l["ratio_ci95"][0] <= l["ratio"] <= l["ratio_ci95"][1] for l in r.latency)
     assert report.export["max_abs_diff_fp32"] < 1e-3
     d = report.to_dict()
-    assert d["shapes"] == ["4x16", "1x8"] and len(table_rows(report)) == 16
+    assert d["shapes"] == ["4x16", "1x8"] and len(table_rows(report)) == 4 * len(BACKENDS)
+    assert 0 < report.export["max_abs_diff_int8_per_channel"] < 1.0
     assert parse_shapes("32x128, 1x16") == [(32, 128), (1, 16)]
     for bad in ("32", "0x4", "axb", ""):
         with pytest.raises(HeadroomError):

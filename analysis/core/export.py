@@ -37,6 +37,7 @@ OPSET = 17
 #: families whose embeddings take token_type_ids (segment A/B); the others ignore them
 TOKEN_TYPE_FAMILIES = ("bert", "electra", "albert")
 FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
+INT8_PER_CHANNEL_FILE = "model.int8-per-channel.onnx"  # one int8 range per weight column
 #: logits of the fp32 graph must match torch's to this (float rounding only)
 FP32_TOLERANCE = 1e-3
 
@@ -86,6 +87,7 @@ class OnnxExport:
     max_abs_diff_fp32: float  # ORT fp32 logits vs torch on `check_batch` (3 padded random sequences)
     max_abs_diff_int8: float | None = None  # ORT int8 vs torch fp32 there: quantisation error, not a bug;
     #                                         accuracy on real data is measured by the caller, not here
+    max_abs_diff_int8_per_channel: float | None = None
     opset: int = OPSET
     exporter: str = "torch.onnx.export (TorchScript)"
     seconds: float = 0.0
@@ -97,8 +99,12 @@ class OnnxExport:
 
 @torch.no_grad()
 def export_onnx(model: nn.Module, tokenizer, out_dir: str | os.PathLike, *, int8: bool = False, recipe=None,
-                overwrite: bool = False, inputs: tuple = ()) -> OnnxExport:
-    """Write `model` (eval mode, fp32, CPU) as ONNX into a new directory, checked against torch."""
+                overwrite: bool = False, inputs: tuple = (), per_channel: bool = False) -> OnnxExport:
+    """Write `model` (eval mode, fp32, CPU) as ONNX into a new directory, checked against torch.
+
+    `int8`: also ONNX Runtime's dynamic int8 model (one range per weight matrix); `per_channel`: also
+    the same with one range per weight column (`model.int8-per-channel.onnx`): more accurate, and
+    its speed differs by kernel — measure it (`headroom backends`)."""
     from analysis.io.outputs import atomic_directory
 
     _require_onnxruntime()
@@ -132,6 +138,16 @@ def export_onnx(model: nn.Module, tokenizer, out_dir: str | os.PathLike, *, int8
             result.max_abs_diff_int8 = float(np.abs(q - reference).max())
             result.notes.append("int8: onnxruntime.quantization.quantize_dynamic (QInt8 weights, dynamic "
                                 "activations; MatMul and Gather quantised)")
+        if per_channel:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(str(fp32_path), str(tmp / INT8_PER_CHANNEL_FILE), weight_type=QuantType.QInt8,
+                                 per_channel=True)
+            q = OnnxClassifier(tmp / INT8_PER_CHANNEL_FILE).logits(sample)
+            result.max_abs_diff_int8_per_channel = float(np.abs(q - reference).max())
+            result.notes.append("int8 per-channel: quantize_dynamic(per_channel=True), one range per weight column")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         model.config.save_pretrained(tmp)  # labels, sizes: what a server needs beside the graph
@@ -176,10 +192,11 @@ class OnnxClassifier:
         return SimpleNamespace(logits=torch.from_numpy(self.logits(inputs)))
 
 
-def load_onnx_export(path: str | os.PathLike, *, int8: bool = False, threads: int | None = None) -> OnnxClassifier:
-    """The ONNX Runtime model of a directory written by `export_onnx`."""
-    file = Path(path) / (INT8_FILE if int8 else FP32_FILE)
+def load_onnx_export(path: str | os.PathLike, *, int8: bool = False, threads: int | None = None,
+                     per_channel: bool = False) -> OnnxClassifier:
+    """The ONNX Runtime model of a directory written by `export_onnx` (`per_channel`: its per-column int8)."""
+    file = Path(path) / (INT8_PER_CHANNEL_FILE if per_channel else INT8_FILE if int8 else FP32_FILE)
     if not file.exists():
-        raise HeadroomError(f"'{path}' has no {file.name}; export it with `headroom export --format onnx"
-                            f"{' --int8' if int8 else ''}`.")
+        flag = " --int8 --per-channel" if per_channel else " --int8" if int8 else ""
+        raise HeadroomError(f"'{path}' has no {file.name}; export it with `headroom export --format onnx{flag}`.")
     return OnnxClassifier(file, threads=threads)

@@ -1,4 +1,5 @@
-"""Deployment backends side by side: torch fp32, torch int8, ONNX Runtime fp32, ONNX Runtime int8.
+"""Deployment backends side by side: torch fp32, torch int8, ONNX Runtime fp32, ONNX Runtime int8 (one
+range per weight matrix, and per channel).
 
 The question an engineer asks of a compressed model is "how small and fast does it serve, and
 what does it cost in accuracy?", answered on the backend that would serve it. For one Recipe:
@@ -26,7 +27,8 @@ import torch
 from analysis.core.recipe import Recipe
 from analysis.errors import HeadroomError
 
-BACKENDS = ("torch fp32", "torch int8", "ORT fp32", "ORT int8")
+BACKENDS = ("torch fp32", "torch int8", "ORT fp32", "ORT int8", "ORT int8 per-channel")
+_ORT_FILES = {"ORT fp32": {}, "ORT int8": {"int8": True}, "ORT int8 per-channel": {"per_channel": True}}
 BASELINE = "torch fp32 (unmodified)"
 
 
@@ -111,7 +113,7 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
     model): its unmodified torch fp32 model becomes the latency baseline, and its predictions the
     agreement reference, so a recovered student is timed against the model it replaces.
     """
-    from analysis.core.export import export_onnx, load_onnx_export
+    from analysis.core.export import FP32_FILE, INT8_FILE, INT8_PER_CHANNEL_FILE, export_onnx, load_onnx_export
     from analysis.core.materialize import materialize
     from analysis.measure import lowbit
     from analysis.measure.metrics import compute_metrics
@@ -151,15 +153,19 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
         if any(b.startswith("ORT") for b in backends):
             say("exporting to ONNX ...")
             out = f"{tmp}/onnx"
-            ex = export_onnx(model, None, out, int8="ORT int8" in backends, recipe=recipe)
+            ex = export_onnx(model, None, out, int8="ORT int8" in backends, recipe=recipe,
+                             per_channel="ORT int8 per-channel" in backends)
             export = ex.to_dict()
-            for name, int8 in (("ORT fp32", False), ("ORT int8", True)):
+            built = {"ORT fp32": ("torch.onnx.export (TorchScript), ORT CPU", FP32_FILE),
+                     "ORT int8": ("onnxruntime quantize_dynamic (QInt8, one range per matrix)", INT8_FILE),
+                     "ORT int8 per-channel": ("onnxruntime quantize_dynamic (QInt8, per_channel: one range per "
+                                              "column)", INT8_PER_CHANNEL_FILE)}
+            for name, (how, file) in built.items():
                 if name in backends:
-                    file = "model.int8.onnx" if int8 else "model.onnx"
-                    results[name] = BackendResult(
-                        name, "onnxruntime quantize_dynamic (QInt8)" if int8 else "torch.onnx.export (TorchScript), ORT CPU",
-                        ex.files[file], notes=list(ex.notes) if int8 else [])
-                    runners[name] = load_onnx_export(out, int8=int8)
+                    notes = [n for n in ex.notes if n.startswith("int8 per-channel")] if "per-channel" in name else \
+                        [n for n in ex.notes if n.startswith("int8:")] if name == "ORT int8" else []
+                    results[name] = BackendResult(name, how, ex.files[file], notes=notes)
+                    runners[name] = load_onnx_export(out, **_ORT_FILES[name])
         # accuracy: one pass over every example per backend, all threads
         for name, res in results.items():
             say(f"scoring {name} on {len(evaluator.dataset)} examples ...")
@@ -176,7 +182,7 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
                 timed = {name: runners[name] for name in results if not name.startswith("ORT")}
                 for name in results:
                     if name.startswith("ORT"):
-                        timed[name] = load_onnx_export(f"{tmp}/onnx", int8=name == "ORT int8", threads=t)
+                        timed[name] = load_onnx_export(f"{tmp}/onnx", threads=t, **_ORT_FILES[name])
                 for b, s in shapes:
                     say(f"timing {b}x{s} at {t} thread(s) ...")
                     inputs = evaluator.latency_batch(b, s).model_inputs()
