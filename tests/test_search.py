@@ -234,3 +234,21 @@ def test_search_command_stores_rows_keeps_the_target_and_measures_the_front(tmp_
     assert "another search" in capsys.readouterr().err
     assert main(argv + ["--objectives", "accuracy,speed"]) == 2
     assert "--objectives" in capsys.readouterr().err
+
+
+def test_front_is_scored_once_on_the_evaluation_split_it_never_chose_with(tmp_path):
+    from analysis.measure.evaluate import Evaluator
+    from analysis.search.run import search
+    from analysis.testing import tiny_dataset, tiny_loaded
+
+    loaded = tiny_loaded()
+    chooser, held = Evaluator(loaded, tiny_dataset(24, seed=1)), Evaluator(loaded, tiny_dataset(20, seed=2))
+    config = StudyConfig(cost="size", trials=4, sampler="nsga2", seed=0, population_size=2,
+                         target=Target.parse(None), space=SearchSpace())
+    out = search(chooser, config, storage_path=tmp_path / "s.sqlite", repeats=1, score_on=held)
+    assert out["selection"]["chosen_on"] == chooser.dataset.name and out["selection"]["scored_examples"] == 20
+    assert out["selection"]["baseline_eval_metric"] == held.baseline.metric
+    for row in out["front"]:
+        assert row["eval_metric"] == round(float(held.evaluate(Recipe.from_dict(row["recipe"])).metric), 4)
+    plain = search(chooser, config, storage_path=tmp_path / "s.sqlite", repeats=1)  # resumed, nothing scored
+    assert plain["selection"]["scored_on"] is None and all("eval_metric" not in r for r in plain["front"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 from .arguments import count, number
-from .common import add_data_args, add_model_args, evaluator_from_args
+from .common import add_data_args, add_model_args, default_split, evaluator_from_args, load_model_from_args
 from .runs import add_store_args
 
 
@@ -28,6 +30,12 @@ def register(sub) -> None:
     p.add_argument("--max-head-fraction", type=number(0, 1, below=True), default=None, help="largest fraction of heads pruned (default 0.5)")
     p.add_argument("--bits", default=None, help="weight bits a layer may take, e.g. 32,8,4 (the default)")
     p.add_argument("--repeats", type=count(1), default=5, help="timed runs per model when measuring (default 5)")
+    p.add_argument("--report-split", default=None,
+                   help="the evaluation split the front is scored on once, after the search (default: the "
+                        "model's evaluation split, e.g. test; 'none' to skip); recipes are chosen on --split, "
+                        "which for bundled data defaults to train, so no evaluation example chooses a recipe")
+    p.add_argument("--report-limit", type=count(0), default=None,
+                   help="examples of the report split (stratified; default: --limit; 0 = all)")
     add_store_args(p)
     p.add_argument("--no-store", action="store_true", help="do not write the trials' evaluations as rows "
                    "(the study is still kept in the store's file)")
@@ -37,6 +45,7 @@ def register(sub) -> None:
 def cmd_search(args) -> dict:
     from analysis.core.recipe import parse_int_list
     from analysis.errors import HeadroomError
+    from analysis.io.datasets import load_dataset
     from analysis.search.objectives import Target, parse_objectives
     from analysis.search.run import search
     from analysis.search.space import SearchSpace
@@ -55,10 +64,25 @@ def cmd_search(args) -> dict:
         space_args["bit_choices"] = tuple(parse_int_list(args.bits, "bit-widths"))
     space = SearchSpace(**space_args)
     store = ResultStore(args.store)  # opened first: a bad --store fails before the model loads
-    ev = evaluator_from_args(args)
+    loaded = load_model_from_args(args)
+    data = args.data or loaded.default_data
+    bundled = data is not None and not os.path.isfile(data) and not os.path.isdir(data)
+    report_split = args.report_split or loaded.card.get("eval_split") or (default_split(data) if data else None)
+    if args.split is None and bundled:
+        args.split = "train"  # recipes are chosen on training examples, never on the evaluation split
+    if report_split and report_split.lower() == "none" or not bundled or report_split == args.split:
+        report_split = None
+    ev = evaluator_from_args(args, loaded)
     if ev.baseline.metric is None:
         raise HeadroomError("The search needs labelled data (the metric is one objective).")
+    report = None
+    if report_split:
+        from analysis.measure.evaluate import Evaluator
+
+        limit = args.limit if args.report_limit is None else (args.report_limit or None)
+        report = Evaluator(loaded, load_dataset(data, report_split, limit=limit, seed=args.seed),
+                           max_length=args.max_length, batch_size=args.batch_size, dtype=args.dtype)
     config = StudyConfig(cost=cost, trials=args.trials, sampler=args.sampler, seed=args.search_seed,
                          population_size=args.population, target=target, space=space)
     return search(ev, config, store=None if args.no_store else store, storage_path=store.path,
-                  study_name=args.study, repeats=args.repeats)
+                  study_name=args.study, repeats=args.repeats, score_on=report)
