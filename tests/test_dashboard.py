@@ -261,11 +261,12 @@ def test_bits_backends_measure_onnx_runtime_and_reach_tradeoffs_as_rows():
     next(b for b in at.button if b.label == "Compare backends").click().run()
     assert not at.exception and errors(at) == []
     table = next(d.value for d in at.dataframe if "time x torch fp32" in d.value.columns)
-    assert list(table["backend"]) == ["torch fp32", "torch int8", "ORT fp32", "ORT int8"]
+    assert list(table["backend"]) == ["torch fp32", "torch int8", "ORT fp32", "ORT int8", "ORT int8 per-channel"]
     at.switch_page("views/tradeoffs.py").run()
     assert not at.exception and errors(at) == []
     rows = at.dataframe[0].value
-    assert sum("ORT int8" in r for r in rows["recipe"]) == 1 and rows["url recipe"].is_unique
+    assert sum("ORT int8 per-channel" in r for r in rows["recipe"]) == 1 and rows["url recipe"].is_unique
+    assert sum("ORT int8" in r for r in rows["recipe"]) == 2  # per matrix and per channel, a row each
 
 
 # ------------------------------------------------------------------------------ shared results
