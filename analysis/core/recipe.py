@@ -74,6 +74,11 @@ class Recipe:
     activation_bits: int = _field(
         32, choices=ACTIVATION_BITS,
         help="simulated activation bits at the input of every encoder linear layer (32 = off)")
+    masked_neurons: list[tuple[int, list[int]]] = _field(
+        default_factory=list,
+        help="FFN intermediate units switched off, as [layer, [unit, ...]] entries (any number per layer, "
+             "uneven across layers): sliced out of the intermediate in simulation, W_in rows and W_out columns "
+             "(both halves of a gated FFN's W_i) removed when materialized")
     name: str = _field("", help="a label for plots and tables; not part of the recipe's identity")
 
     # ------------------------------------------------------------------ construction, JSON
@@ -84,10 +89,15 @@ class Recipe:
             setattr(self, name, _conform(getattr(self, name), hint, name))
         self.masked_heads = sorted(set(self.masked_heads))
         self.dropped_layers = sorted(set(self.dropped_layers))
+        merged: dict[int, set[int]] = {}
+        for layer, units in self.masked_neurons:
+            merged.setdefault(layer, set()).update(units)
+        self.masked_neurons = [(layer, sorted(units)) for layer, units in sorted(merged.items()) if units]
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["masked_heads"] = [list(p) for p in self.masked_heads]
+        d["masked_neurons"] = [[layer, list(units)] for layer, units in self.masked_neurons]
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -142,6 +152,19 @@ class Recipe:
         masked = {h for l, h in self.masked_heads if l == layer}
         return [h for h in range(num_heads) if h not in masked]
 
+    def masked_neurons_in(self, layer: int) -> list[int]:
+        """The FFN units of `layer` this recipe switches off (sorted; [] for none)."""
+        return next((units for l, units in self.masked_neurons if l == layer), [])
+
+    def kept_neurons(self, layer: int, intermediate_size: int) -> list[int]:
+        """The FFN units of `layer` kept, in order, out of the `intermediate_size` it has."""
+        masked = set(self.masked_neurons_in(layer))
+        return [j for j in range(intermediate_size) if j not in masked]
+
+    @property
+    def num_masked_neurons(self) -> int:
+        return sum(len(units) for _, units in self.masked_neurons)
+
     def is_baseline(self) -> bool:
         return self.key() == Recipe().key()
 
@@ -156,9 +179,10 @@ class Recipe:
         embedding = (self.embedding_bits, quant if self.embedding_bits != 32 else None)
         dropped = set(self.dropped_layers)
         masked = [tuple(h for l, h in self.masked_heads if l == i) for i in range(num_layers)]
+        neurons = [tuple(self.masked_neurons_in(i)) for i in range(num_layers)]
         layers = tuple(
             ("dropped",) if i in dropped else
-            (masked[i], bits[i], quant if bits[i] != 32 or self.activation_bits != 32 else None)
+            (masked[i], neurons[i], bits[i], quant if bits[i] != 32 or self.activation_bits != 32 else None)
             for i in range(num_layers)
         )
         return (embedding,) + layers
@@ -186,6 +210,8 @@ class Recipe:
         parts = []
         if self.masked_heads:
             parts.append(self._describe_heads())
+        if self.masked_neurons:
+            parts.append(self._describe_neurons())
         if self.dropped_layers:
             many = len(self.dropped_layers) > 1
             parts.append(("layers " if many else "layer ") + ",".join(map(str, self.dropped_layers)) + " dropped")
@@ -215,6 +241,13 @@ class Recipe:
             return f"{what} ({', '.join(f'L{l}: {c}' for l, c in per_layer.items())})"
         return f"{what} in {len(per_layer)} layers"
 
+    def _describe_neurons(self, max_layers: int = 6) -> str:
+        n = self.num_masked_neurons
+        what = f"{n} FFN neuron{'s' if n != 1 else ''} masked"
+        if len(self.masked_neurons) <= max_layers:
+            return f"{what} ({', '.join(f'L{l}: {len(u)}' for l, u in self.masked_neurons)})"
+        return f"{what} in {len(self.masked_neurons)} layers"
+
     # ------------------------------------------------------------------ validation
     def validate(self, num_layers: int, num_heads: int) -> "Recipe":
         """Raise HeadroomError with one clear sentence if this recipe cannot apply to the model."""
@@ -224,6 +257,13 @@ class Recipe:
                     f"Head {layer}:{head} does not exist; the model has {num_layers} layers "
                     f"(0-{num_layers - 1}) x {num_heads} heads (0-{num_heads - 1})."
                 )
+        for layer, units in self.masked_neurons:
+            if not 0 <= layer < num_layers:
+                raise HeadroomError(
+                    f"FFN neurons of layer {layer} cannot be masked; the model has layers 0-{num_layers - 1}."
+                )
+            if units[0] < 0:
+                raise HeadroomError(f"FFN neuron {layer}:{units[0]} does not exist; units count from 0.")
         for layer in self.dropped_layers:
             if not 0 <= layer < num_layers:
                 raise HeadroomError(
@@ -284,6 +324,8 @@ def _describe(hint) -> str:
         return "a string"
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is list and args and typing.get_origin(args[0]) is tuple:
+        if typing.get_origin(typing.get_args(args[0])[1]) is list:
+            return "a list of [layer, [unit, ...]] entries of whole numbers"
         return "a list of [layer, head] pairs of whole numbers"
     if origin is list:
         return f"a list of {_describe(args[0]).removeprefix('a ').replace('number', 'numbers')}"

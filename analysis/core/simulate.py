@@ -64,6 +64,7 @@ class LayerWeights:
 
     index: int  # layer index in the original model
     heads: list[int]  # original indices of the heads kept, in order
+    neurons: list[int]  # original indices of the FFN intermediate units kept, in order
     head_size: int
     query: LinearWeights  # (nh*hs, D), (nh*hs,); a bias is None where the model has none (ModernBERT)
     key: LinearWeights  # (nh*hs, D), (nh*hs,)
@@ -101,6 +102,10 @@ def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dty
     heads = recipe.kept_heads(index, adapter.heads_in_layer(index))
     scheme = QuantScheme.for_layer(recipe, index, adapter.num_layers)
     rows = _head_rows(heads, hs, parts.query.weight.device)
+    intermediate = adapter.intermediate_size(index)
+    neurons = recipe.kept_neurons(index, intermediate)
+    units = None if len(neurons) == intermediate else torch.as_tensor(neurons, dtype=torch.long,
+                                                                      device=parts.ffn_out.weight.device)
 
     def cast(t: torch.Tensor | None) -> torch.Tensor | None:
         return t if dtype is None or t is None else t.to(dtype)
@@ -115,6 +120,11 @@ def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dty
             w = w.index_select(axis, rows)
         if axis == 0 and b is not None:  # W_Q/W_K/W_V's biases are per head too; W_O's is per hidden unit
             b = b.index_select(0, rows)
+        if units is not None and role == "ffn_in":  # unit j: row j (and I + j, the gate half, when gated)
+            ffn_rows = adapter.ffn_in_rows(index, units)
+            w, b = w.index_select(0, ffn_rows), (None if b is None else b.index_select(0, ffn_rows))
+        if units is not None and role == "ffn_out":  # unit j: column j; the bias is per hidden unit
+            w = w.index_select(1, units)
         return LinearWeights(cast(w), cast(b))
 
     def layernorm(m) -> tuple | None:
@@ -125,6 +135,7 @@ def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dty
     return LayerWeights(
         index=index,
         heads=heads,
+        neurons=neurons,
         head_size=hs,
         **{role: linear(role) for role in ROLES},
         attention_layernorm=layernorm(parts.attention_layernorm),
@@ -170,6 +181,7 @@ def encoder_layer(
     gates: torch.Tensor | None = None,  # (nh,) or per example (B, nh): multiplies each kept head's output
     return_probs: bool = False,
     timer: Timer | None = None,  # times each component's block (the profiler); None: untimed
+    neuron_gates: torch.Tensor | None = None,  # (I,) or per example (B, I): multiplies each kept FFN unit
 ):
     """One post-LN Transformer encoder layer (BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT).
 
@@ -207,11 +219,19 @@ def encoder_layer(
         a = F.layer_norm(x + attn_out, (D,), *lw.attention_layernorm)
     with timer("ffn_in", i):
         h = lw.activation(F.linear(fake_quantize_activations(a, act_bits), *lw.ffn_in))  # (B, T, I)
+        h = gate_neurons(h, neuron_gates)
     with timer("ffn_out", i):
         f = F.linear(fake_quantize_activations(h, act_bits), *lw.ffn_out)  # (B, T, D)
     with timer("layernorm", i):
         out = F.layer_norm(a + f, (D,), *lw.ffn_layernorm)
     return out, probs
+
+
+def gate_neurons(h: torch.Tensor, neuron_gates: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, I) intermediate activations times one gate per kept unit ((I,) or per example (B, I))."""
+    if neuron_gates is None:
+        return h
+    return h * neuron_gates.view(-1, 1, h.shape[-1]).to(h.dtype)  # (1 or B, 1, I)
 
 
 @dataclass
@@ -250,6 +270,7 @@ class SimulatedModel:
         start_layer: int = 0,
         hidden: torch.Tensor | None = None,
         gates: dict[int, torch.Tensor] | None = None,
+        neuron_gates: dict[int, torch.Tensor] | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         timer: Timer | None = None,
@@ -257,6 +278,7 @@ class SimulatedModel:
         """Run from `start_layer` (given the `hidden` entering it) or from the embeddings.
 
         `timer(component, layer)` times every block (see `encoder_layer`); None runs untimed.
+        `gates` / `neuron_gates` map a layer to gates on its kept heads / kept FFN units (importance).
         """
         timed = timer or _untimed
         with timed("embeddings", None):
@@ -273,7 +295,8 @@ class SimulatedModel:
             if lw is None:  # dropped: the identity
                 continue
             g = gates.get(i) if gates else None
-            hidden, probs = run_layer(hidden, mask, lw, g, return_probs=output_attentions, timer=timer)
+            ng = neuron_gates.get(i) if neuron_gates else None
+            hidden, probs = run_layer(hidden, mask, lw, g, return_probs=output_attentions, timer=timer, neuron_gates=ng)
             if attentions is not None:
                 attentions[i] = probs
         if states is not None:

@@ -80,7 +80,8 @@ class Latency:
 
 def structural_part(recipe: Recipe) -> Recipe:
     """The recipe without its bits: what materialization changes in the model's shape."""
-    return Recipe(masked_heads=recipe.masked_heads, dropped_layers=recipe.dropped_layers)
+    return Recipe(masked_heads=recipe.masked_heads, dropped_layers=recipe.dropped_layers,
+                  masked_neurons=recipe.masked_neurons)
 
 
 def has_bits(recipe: Recipe, num_layers: int) -> bool:
@@ -111,7 +112,7 @@ def deployed_model(model: torch.nn.Module, recipe: Recipe, device: torch.device)
     if bits and kernels is None and structure.is_baseline():
         return None, FP32_KERNELS, ["these bit-widths have no integer kernels here: the model runs fp32 kernels"]
     new = model if structure.is_baseline() else materialize(model, structure)
-    what = "materialized model (heads sliced out, layers removed)" if not structure.is_baseline() else "unmodified model"
+    what = "materialized model (heads and FFN neurons sliced out, layers removed)" if not structure.is_baseline() else "unmodified model"
     if kernels is not None:
         from analysis.measure import lowbit
 
