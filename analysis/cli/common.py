@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.core.recipe import Recipe, field_choices, field_default, field_help, parse_head_list, parse_int_list
+from analysis.core.recipe import (Recipe, field_choices, field_default, field_help, parse_head_list, parse_int_list,
+                                  parse_neuron_list)
 from analysis.errors import HeadroomError
 
 
@@ -63,6 +64,9 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None, help="a recipe JSON file (the options below change it)")
     add_recipe_option(p, "--mask-heads", "masked_heads", how="layer:head pairs, e.g. 0:3,5:11")
     add_recipe_option(p, "--drop-layers", "dropped_layers", how="e.g. 4,5")
+    add_recipe_option(p, "--mask-neurons", "masked_neurons",
+                      how="layer:units with ';' between layers, e.g. '0:5,17,100-199;3:0-767' (a recipe file "
+                          "from `importance --unit ffn --prune-fraction F --recipe-out R.json` carries them too)")
     add_recipe_option(p, "--bits", "weight_bits", how="the command line takes one value, for all layers")
     add_recipe_option(p, "--embedding-bits", "embedding_bits")
     add_recipe_option(p, "--granularity", "granularity")
@@ -73,6 +77,9 @@ def recipe_from_args(args) -> Recipe:
     changes = {}
     if getattr(args, "mask_heads", None):
         changes["masked_heads"] = [list(p) for p in recipe.masked_heads] + [list(p) for p in parse_head_list(args.mask_heads)]
+    if getattr(args, "mask_neurons", None):
+        changes["masked_neurons"] = [[l, u] for l, u in recipe.masked_neurons] + \
+            [[l, u] for l, u in parse_neuron_list(args.mask_neurons)]
     if getattr(args, "drop_layers", None):
         changes["dropped_layers"] = recipe.dropped_layers + parse_int_list(args.drop_layers)
     if getattr(args, "bits", None) is not None:

@@ -418,6 +418,24 @@ def parse_head_list(text: str) -> list[tuple[int, int]]:
     return pairs
 
 
+def parse_neuron_list(text: str) -> list[tuple[int, list[int]]]:
+    """'0:5,17,100-199;3:0-767' -> [(0, [5, 17, 100, ..., 199]), (3, [0, ..., 767])]: layer:units, ';' between layers."""
+    entries = []
+    for item in filter(None, (t.strip() for t in text.split(";"))):
+        try:
+            layer_text, units_text = item.split(":")
+            units = []
+            for part in filter(None, (u.strip() for u in units_text.split(","))):
+                lo, _, hi = part.partition("-")
+                units += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+            entries.append((int(layer_text), units))
+        except ValueError:
+            raise HeadroomError(
+                f"'{item}' is not a layer's FFN neurons; write layer:units with ';' between layers, e.g. 0:5,17,100-199;3:0-767."
+            ) from None
+    return entries
+
+
 def parse_int_list(text: str, what: str = "layers") -> list[int]:
     try:
         return [int(t) for t in text.split(",") if t.strip()]
