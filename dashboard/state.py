@@ -17,6 +17,9 @@ BERT-base's 144 heads still fits in ~40 characters:
     n16              num_groups     a8   activation bits     s0   asymmetric ranges
     fAAg.~8          masked FFN neurons: per layer ("." between layers, empty = none) the bit-mask of its
                      units (bit j = unit j masked), packed little-endian, base64url with "~" for "_"
+    p5000 / p1000.2000.3000   magnitude sparsity in units of 0.01%, all layers / per layer
+    rio              sparsity roles, one letter each (q k v o = attention, i = ffn_in, u = ffn_out)
+    cg               global sparsity threshold (local is the default)
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from dashboard import pages
 
 GRANULARITY_CODES = {"per-tensor": "pt", "per-channel": "pc", "per-head": "ph", "groups": "gr"}
 CODE_GRANULARITY = {v: k for k, v in GRANULARITY_CODES.items()}
+ROLE_CODES = {"query": "q", "key": "k", "value": "v", "attention_output": "o", "ffn_in": "i", "ffn_out": "u"}
+CODE_ROLE = {v: k for k, v in ROLE_CODES.items()}
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 200_000  # the subset box's max_value (dashboard/views/model_data.py) and load_dataset's row limit
 # what a link's values may be (checked by `parse_link`; anything else: a warning and the default)
@@ -204,6 +209,16 @@ def encode_recipe(recipe: Recipe) -> str:
         parts.append("s0")
     if recipe.masked_neurons:
         parts.append("f" + encode_neurons(recipe.masked_neurons))
+    sparsity = recipe.sparsity
+    if isinstance(sparsity, list) and len(set(sparsity)) == 1:
+        sparsity = sparsity[0]
+    if sparsity != 0:
+        values = sparsity if isinstance(sparsity, list) else [sparsity]
+        parts.append("p" + ".".join(str(round(v * 10000)) for v in values))
+    if recipe.sparsity_roles != list(ROLE_CODES):
+        parts.append("r" + "".join(ROLE_CODES[r] for r in recipe.sparsity_roles))
+    if recipe.sparsity_scope != "local":
+        parts.append("cg")
     return "_".join(parts)
 
 
@@ -264,6 +279,13 @@ def decode_recipe(text: str) -> Recipe:
                 fields["symmetric"] = value != "0"
             elif tag == "f":
                 fields["masked_neurons"] = decode_neurons(value)
+            elif tag == "p":
+                values = [int(x) / 10000 for x in value.split(".")]
+                fields["sparsity"] = values if len(values) > 1 else values[0]
+            elif tag == "r":
+                fields["sparsity_roles"] = [CODE_ROLE[c] for c in value]
+            elif tag == "c":
+                fields["sparsity_scope"] = {"g": "global", "l": "local"}[value]
             else:
                 raise ValueError(tag)
         if len(text) > MAX_LINK_CHARS or any(l >= MAX_LINK_LAYERS or h >= MAX_LINK_HEADS for l, h in fields.get("masked_heads", [])) \

@@ -70,6 +70,11 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     add_recipe_option(p, "--bits", "weight_bits", how="the command line takes one value, for all layers")
     add_recipe_option(p, "--embedding-bits", "embedding_bits")
     add_recipe_option(p, "--granularity", "granularity")
+    add_recipe_option(p, "--sparsity", "sparsity", type=float,
+                      how="the command line takes one value, for all layers (a recipe file may list one per layer)")
+    add_recipe_option(p, "--sparsity-roles", "sparsity_roles", how="a comma list, e.g. ffn_in,ffn_out", choices=None,
+                      shown=None)
+    add_recipe_option(p, "--sparsity-scope", "sparsity_scope")
 
 
 def recipe_from_args(args) -> Recipe:
@@ -88,6 +93,12 @@ def recipe_from_args(args) -> Recipe:
         changes["embedding_bits"] = args.embedding_bits
     if getattr(args, "granularity", None):
         changes["granularity"] = args.granularity
+    if getattr(args, "sparsity", None) is not None:
+        changes["sparsity"] = args.sparsity
+    if getattr(args, "sparsity_roles", None):
+        changes["sparsity_roles"] = [r.strip() for r in args.sparsity_roles.split(",") if r.strip()]
+    if getattr(args, "sparsity_scope", None):
+        changes["sparsity_scope"] = args.sparsity_scope
     return recipe.replace(**changes) if changes else recipe
 
 

@@ -34,6 +34,7 @@ from torch import nn
 from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, _get
 from analysis.core.quantize import QuantScheme, fake_quantize
 from analysis.core.recipe import Recipe
+from analysis.core.sparsity import magnitude_masks
 from analysis.errors import HeadroomError
 
 HEADS_KEY = "headroom_heads_per_layer"
@@ -149,6 +150,16 @@ def _set_intermediate_sizes(new, adapter: Adapter, sizes: list[int]) -> None:
 
 
 @torch.no_grad()
+def _sparsify_layer(adapter: Adapter, index: int, zeroed: dict) -> None:
+    """Write the recipe's magnitude zeros into layer `index`'s matrices (ModernBERT's Q/K/V: fused row blocks)."""
+    parts = adapter.layer(index)
+    for role in ROLES:
+        mask = zeroed.get((index, role))
+        if mask is not None:
+            getattr(parts, role).weight.masked_fill_(mask, 0.0)
+
+
+@torch.no_grad()
 def _quantize_layer(adapter: Adapter, index: int, scheme: QuantScheme) -> None:
     """Fake-quantise layer `index`'s six matrices in place (ModernBERT's Q/K/V: row blocks of the fused W_qkv)."""
     if scheme.is_full_precision:
@@ -176,10 +187,12 @@ def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
             "cannot be saved in a form transformers reloads correctly; keep layer 0, or simulate the recipe."
         )
 
-    # Quantise first (so per-tensor ranges match simulation, which quantises the full matrix),
-    # then slice heads out, then drop layers.
+    # Zero the sparse weights and quantise first (so ranges match simulation, which quantises the
+    # full matrix), then slice heads and FFN neurons out, then drop layers.
+    zeroed = magnitude_masks(adapter, recipe)  # masks of the unchanged weights, as simulate computes them
     heads_per_layer, intermediate_per_layer = [], []
     for i in kept_layers:
+        _sparsify_layer(adapter, i, zeroed)
         _quantize_layer(adapter, i, QuantScheme.for_layer(recipe, i, L))
         present = adapter.heads_in_layer(i)  # < H when the model was pruned before
         heads = recipe.kept_heads(i, present)
@@ -209,11 +222,14 @@ def _materialize_albert(new, adapter: Adapter, recipe: Recipe, kept_layers: list
     schemes = {QuantScheme.for_layer(recipe, i, adapter.num_layers) for i in kept_layers}
     units = adapter.intermediate_size(0)
     neuron_sets = {tuple(recipe.kept_neurons(i, units)) for i in kept_layers}
-    if len(head_sets) > 1 or len(schemes) > 1 or len(neuron_sets) > 1:
+    sparsity = {recipe.layer_sparsity(adapter.num_layers)[i] for i in kept_layers}
+    if len(head_sets) > 1 or len(schemes) > 1 or len(neuron_sets) > 1 or len(sparsity) > 1:
         raise HeadroomError(
             "ALBERT shares its weights across layers, so a materialized recipe must mask the same "
-            "heads and FFN neurons and use the same bits in every kept layer; simulate it instead."
+            "heads and FFN neurons and use the same bits and sparsity in every kept layer; simulate it instead."
         )
+    zeroed = magnitude_masks(adapter, recipe)
+    _sparsify_layer(adapter, 0, {(0, role): m for (i, role), m in zeroed.items() if i == kept_layers[0]})
     _quantize_layer(adapter, 0, schemes.pop())
     heads = list(head_sets.pop())
     kept = adapter.num_heads if len(heads) == adapter.num_heads else _prune_layer_heads(adapter, 0, heads)
@@ -240,8 +256,13 @@ def _finish(new, adapter: Adapter, recipe: Recipe, heads_per_layer: list[int], n
 
 
 def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe, *, overwrite: bool = False,
-                      inputs: tuple = ()) -> dict:
+                      inputs: tuple = (), sparse_files: bool | None = None) -> dict:
     """Save with `save_pretrained` (safetensors) + tokenizer + recipe.json; return file sizes.
+
+    `sparse_files` (default: when the recipe has magnitude sparsity) also writes the weights in the
+    compressed formats of `analysis.measure.sparse_files` under `sparse/` (bitmask.safetensors,
+    csr.safetensors; the model itself stays the dense safetensors transformers loads) and reports
+    their bytes next to the dense file's.
 
     The directory is written whole or not at all (`analysis.io.outputs.atomic_directory`): a
     non-empty `out_dir` is refused unless `overwrite`, and `out_dir` may not be one of `inputs`
@@ -256,11 +277,22 @@ def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe,
         (tmp / "recipe.json").write_text(recipe.to_json(), encoding="utf-8")
         weights = [f for f in os.listdir(tmp) if f.endswith(".safetensors")]
         weights_bytes = sum(os.path.getsize(tmp / f) for f in weights)
-    return {
+        sparse = None
+        if sparse_files or (sparse_files is None and recipe.has_sparsity()):
+            from analysis.measure.sparse_files import FORMATS, write_sparse_state
+
+            state = model.state_dict()
+            os.makedirs(tmp / "sparse")
+            sparse = {fmt: write_sparse_state(state, str(tmp / "sparse" / f"{fmt}.safetensors"), fmt) for fmt in FORMATS}
+    saved = {
         "dir": str(out_dir),
         "weights_bytes": weights_bytes,
         "plain_transformers_loadable": plain_loadable(model.config),
     }
+    if sparse is not None:
+        saved["sparse_weights_bytes"] = {"dense_with_zeros": weights_bytes, **sparse,
+                                         "files": {fmt: f"sparse/{fmt}.safetensors" for fmt in sparse}}
+    return saved
 
 
 def plain_loadable(config) -> bool:

@@ -20,6 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 import numpy as np
 
 from analysis.configs import default_of, from_mapping, parse_json
+from analysis.core.adapters import ROLES
 from analysis.errors import HeadroomError
 
 #: weight bit-widths the quantiser supports (32 = full precision, 16 = fp16-rounded values).
@@ -31,6 +32,8 @@ GRANULARITIES = ("per-tensor", "per-channel", "per-head", "groups")
 #: row groups per matrix under granularity "groups" (and for FFN matrices under "per-head").
 DEFAULT_NUM_GROUPS = 12
 MAX_NUM_GROUPS = 4096
+#: how magnitude sparsity picks the weights to zero: each matrix its own smallest |w|, or the smallest of all together
+SPARSITY_SCOPES = ("local", "global")
 
 
 def _field(default=MISSING, *, help: str, choices: tuple | None = None, default_factory=MISSING):
@@ -79,6 +82,17 @@ class Recipe:
         help="FFN intermediate units switched off, as [layer, [unit, ...]] entries (any number per layer, "
              "uneven across layers): sliced out of the intermediate in simulation, W_in rows and W_out columns "
              "(both halves of a gated FFN's W_i) removed when materialized")
+    sparsity: float | list[float] = _field(
+        0.0,
+        help="fraction of weights zeroed by magnitude (unstructured pruning): one value for all encoder layers, "
+             "or one per layer; the smallest |w| go, ties broken by position (row-major, earlier first)")
+    sparsity_roles: list[str] = _field(
+        default_factory=lambda: list(ROLES), choices=ROLES,
+        help="which matrices of each layer the sparsity applies to (default: all six)")
+    sparsity_scope: str = _field(
+        "local", choices=SPARSITY_SCOPES,
+        help="local: each matrix loses exactly its fraction; global: one threshold over all chosen matrices of all "
+             "kept layers, so the fraction holds overall (one value for all layers)")
     name: str = _field("", help="a label for plots and tables; not part of the recipe's identity")
 
     # ------------------------------------------------------------------ construction, JSON
@@ -93,6 +107,8 @@ class Recipe:
         for layer, units in self.masked_neurons:
             merged.setdefault(layer, set()).update(units)
         self.masked_neurons = [(layer, sorted(units)) for layer, units in sorted(merged.items()) if units]
+        self.sparsity_roles = [r for r in ROLES if r in set(self.sparsity_roles)] + \
+            sorted(set(self.sparsity_roles) - set(ROLES))  # data-flow order; unknown ones kept for `check_values`
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -152,6 +168,15 @@ class Recipe:
         masked = {h for l, h in self.masked_heads if l == layer}
         return [h for h in range(num_heads) if h not in masked]
 
+    def layer_sparsity(self, num_layers: int) -> list[float]:
+        if isinstance(self.sparsity, list):
+            return list(self.sparsity)
+        return [self.sparsity] * num_layers
+
+    def has_sparsity(self) -> bool:
+        s = self.sparsity if isinstance(self.sparsity, list) else [self.sparsity]
+        return any(x > 0 for x in s) and bool(self.sparsity_roles)
+
     def masked_neurons_in(self, layer: int) -> list[int]:
         """The FFN units of `layer` this recipe switches off (sorted; [] for none)."""
         return next((units for l, units in self.masked_neurons if l == layer), [])
@@ -180,9 +205,14 @@ class Recipe:
         dropped = set(self.dropped_layers)
         masked = [tuple(h for l, h in self.masked_heads if l == i) for i in range(num_layers)]
         neurons = [tuple(self.masked_neurons_in(i)) for i in range(num_layers)]
+        sparsity = self.layer_sparsity(num_layers) if self.has_sparsity() else [0.0] * num_layers
+        # a global threshold depends on every layer's weights: then every layer carries the whole setting
+        how = (tuple(self.sparsity_roles), self.sparsity_scope)
+        sparse = [(sparsity[i], how) if sparsity[i] > 0 else None for i in range(min(num_layers, len(sparsity)))]
+        sparse += [None] * (num_layers - len(sparse))
         layers = tuple(
             ("dropped",) if i in dropped else
-            (masked[i], neurons[i], bits[i], quant if bits[i] != 32 or self.activation_bits != 32 else None)
+            (masked[i], neurons[i], sparse[i], bits[i], quant if bits[i] != 32 or self.activation_bits != 32 else None)
             for i in range(num_layers)
         )
         return (embedding,) + layers
@@ -223,6 +253,8 @@ class Recipe:
                 parts.append("bits " + "/".join(map(str, bits)) + f" ({self.granularity})")
         if isinstance(bits, int) and bits != 32:
             parts.append(f"{bits}-bit weights ({self.granularity})")
+        if self.has_sparsity():
+            parts.append(self._describe_sparsity())
         if self.embedding_bits != 32:
             parts.append(f"{self.embedding_bits}-bit embeddings")
         if self.activation_bits != 32:
@@ -240,6 +272,14 @@ class Recipe:
         if len(per_layer) <= max_layers:
             return f"{what} ({', '.join(f'L{l}: {c}' for l, c in per_layer.items())})"
         return f"{what} in {len(per_layer)} layers"
+
+    def _describe_sparsity(self) -> str:
+        s = self.sparsity
+        if isinstance(s, list) and len(set(s)) == 1:
+            s = s[0]
+        amount = f"{s:.0%} sparse" if not isinstance(s, list) else "sparsity " + "/".join(f"{x:.0%}" for x in s)
+        roles = "" if len(self.sparsity_roles) == len(ROLES) else ", " + "+".join(self.sparsity_roles)
+        return f"{amount} (magnitude, {self.sparsity_scope}{roles})"
 
     def _describe_neurons(self, max_layers: int = 6) -> str:
         n = self.num_masked_neurons
@@ -278,6 +318,10 @@ class Recipe:
             raise HeadroomError(
                 f"weight_bits lists {len(bits)} values but the model has {num_layers} layers."
             )
+        if len(self.layer_sparsity(num_layers)) != num_layers:
+            raise HeadroomError(
+                f"sparsity lists {len(self.layer_sparsity(num_layers))} values but the model has {num_layers} layers."
+            )
         return self.check_values()
 
     def check_values(self) -> "Recipe":
@@ -296,6 +340,17 @@ class Recipe:
             )
         if not 1 <= self.num_groups <= MAX_NUM_GROUPS:
             raise HeadroomError(f"num_groups must be between 1 and {MAX_NUM_GROUPS}.")
+        sparsity = self.sparsity if isinstance(self.sparsity, list) else [self.sparsity]
+        if any(not 0.0 <= x <= 1.0 for x in sparsity):
+            raise HeadroomError("sparsity must be a fraction between 0 and 1 (e.g. 0.5 zeroes half the weights).")
+        unknown = [r for r in self.sparsity_roles if r not in ROLES]
+        if unknown:
+            raise HeadroomError(f"Unknown matrix role(s) {', '.join(unknown)} in sparsity_roles; choose from {', '.join(ROLES)}.")
+        if self.sparsity_scope not in SPARSITY_SCOPES:
+            raise HeadroomError(f"Unknown sparsity_scope '{self.sparsity_scope}'; choose local or global.")
+        if self.sparsity_scope == "global" and isinstance(self.sparsity, list) and len(set(self.sparsity)) > 1:
+            raise HeadroomError("A global sparsity threshold takes one value for all layers; use local scope for "
+                                "a fraction per layer.")
         return self
 
 
@@ -320,6 +375,8 @@ def _describe(hint) -> str:
         return "true or false"
     if hint is int:
         return "a whole number"
+    if hint is float:
+        return "a number"
     if hint is str:
         return "a string"
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -343,6 +400,10 @@ def _check(value, hint):
     if hint is int:
         if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
             return int(value)
+        raise _Refused
+    if hint is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value):
+            return float(value)
         raise _Refused
     if hint is str:
         if isinstance(value, str):

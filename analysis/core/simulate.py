@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, head_axis
 from analysis.core.quantize import QuantScheme, fake_quantize, fake_quantize_activations
 from analysis.core.recipe import Recipe
+from analysis.core.sparsity import magnitude_masks, sparsify
 
 #: `timer(component, layer)` returns a context manager that times the block it wraps (the
 #: profiler's stopwatch); components are `flops.COMPONENTS`, layer None outside the encoder.
@@ -95,8 +96,13 @@ def _head_rows(heads: list[int], head_size: int, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dtype | None = None) -> LayerWeights:
-    """Read layer `index` into a LayerWeights with the recipe's head slicing and bits applied."""
+def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dtype | None = None,
+                  zeroed: dict | None = None) -> LayerWeights:
+    """Read layer `index` into a LayerWeights with the recipe's sparsity, head/neuron slicing and bits applied.
+
+    `zeroed` are the recipe's magnitude masks (`sparsity.magnitude_masks`, computed once for all
+    layers because a global threshold needs them all); None computes nothing (no sparsity).
+    """
     parts = adapter.layer(index)
     hs = adapter.head_size
     heads = recipe.kept_heads(index, adapter.heads_in_layer(index))
@@ -112,9 +118,10 @@ def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dty
 
     def linear(role: str) -> LinearWeights:
         lin = getattr(parts, role)
-        # Quantise the full matrix first, then slice: per-head ranges are per-head anyway, and
-        # per-tensor ranges should not depend on which heads a user happens to mask.
-        w, b = fake_quantize(lin.weight, scheme, role, hs), lin.bias
+        # Zero the sparse weights, quantise the full matrix, then slice: per-head ranges are per-head
+        # anyway, and per-tensor ranges should not depend on which heads a user happens to mask.
+        w = sparsify(lin.weight, (zeroed or {}).get((index, role)))
+        w, b = fake_quantize(w, scheme, role, hs), lin.bias
         axis = head_axis(role)
         if axis is not None:
             w = w.index_select(axis, rows)
@@ -250,8 +257,9 @@ class SimulatedModel:
         self.recipe = recipe
         self.dtype = dtype
         dropped = set(recipe.dropped_layers)
+        zeroed = magnitude_masks(adapter, recipe)
         self.layers: dict[int, LayerWeights] = {
-            i: prepare_layer(adapter, i, recipe, dtype) for i in range(adapter.num_layers) if i not in dropped
+            i: prepare_layer(adapter, i, recipe, dtype, zeroed) for i in range(adapter.num_layers) if i not in dropped
         }
         self.word_embedding_weight = None
         scheme = QuantScheme.for_embeddings(recipe)
