@@ -15,6 +15,11 @@ BERT-base's 144 heads still fits in ~40 characters:
     b8 / b8.8.4.4    weight bits, all layers / per layer   e8     embedding bits
     gph              granularity (pt per-tensor, pc per-channel, ph per-head, gr groups)
     n16              num_groups     a8   activation bits     s0   asymmetric ranges
+    fAAg.~8          masked FFN neurons: per layer ("." between layers, empty = none) the bit-mask of its
+                     units (bit j = unit j masked), packed little-endian, base64url with "~" for "_"
+    p5000 / p1000.2000.3000   magnitude sparsity in units of 0.01%, all layers / per layer
+    rio              sparsity roles, one letter each (q k v o = attention, i = ffn_in, u = ffn_out)
+    cg               global sparsity threshold (local is the default)
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from dashboard import pages
 
 GRANULARITY_CODES = {"per-tensor": "pt", "per-channel": "pc", "per-head": "ph", "groups": "gr"}
 CODE_GRANULARITY = {v: k for k, v in GRANULARITY_CODES.items()}
+ROLE_CODES = {"query": "q", "key": "k", "value": "v", "attention_output": "o", "ffn_in": "i", "ffn_out": "u"}
+CODE_ROLE = {v: k for k, v in ROLE_CODES.items()}
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 200_000  # the subset box's max_value (dashboard/views/model_data.py) and load_dataset's row limit
 # what a link's values may be (checked by `parse_link`; anything else: a warning and the default)
@@ -41,6 +48,8 @@ BUNDLED_DATA = ("banking77", "banking", "sst2", "sst-2", "tiny")
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # the most layers and heads a link's recipe may name (BERT-large has 24 x 16): a longer code is garbage
 MAX_LINK_LAYERS, MAX_LINK_HEADS = 128, 128
+MAX_LINK_CHARS = 16384  # 50% of BERT-base's 12 x 3072 FFN neurons is ~6,200 characters
+MAX_LINK_UNITS = 1 << 16
 MAX_UNDO = 50  # recipes the Undo button can go back through
 
 # ------------------------------------------------------------------------------ session-state keys
@@ -198,7 +207,50 @@ def encode_recipe(recipe: Recipe) -> str:
         parts.append(f"a{recipe.activation_bits}")
     if not recipe.symmetric:
         parts.append("s0")
+    if recipe.masked_neurons:
+        parts.append("f" + encode_neurons(recipe.masked_neurons))
+    sparsity = recipe.sparsity
+    if isinstance(sparsity, list) and len(set(sparsity)) == 1:
+        sparsity = sparsity[0]
+    if sparsity != 0:
+        values = sparsity if isinstance(sparsity, list) else [sparsity]
+        parts.append("p" + ".".join(str(round(v * 10000)) for v in values))
+    if recipe.sparsity_roles != list(ROLE_CODES):
+        parts.append("r" + "".join(ROLE_CODES[r] for r in recipe.sparsity_roles))
+    if recipe.sparsity_scope != "local":
+        parts.append("cg")
     return "_".join(parts)
+
+
+def encode_neurons(masked: list[tuple[int, list[int]]]) -> str:
+    """Masked FFN units per layer -> "<layer 0>.<layer 1>...": each a base64url bit-mask ("~" for "_")."""
+    import base64
+
+    import numpy as np
+
+    layers = [""] * (max(l for l, _ in masked) + 1)
+    for layer, units in masked:
+        bits = np.zeros(max(units) + 1, dtype=np.uint8)
+        bits[units] = 1
+        packed = np.packbits(bits, bitorder="little").tobytes()
+        layers[layer] = base64.urlsafe_b64encode(packed).decode().rstrip("=").replace("_", "~")
+    return ".".join(layers)
+
+
+def decode_neurons(text: str) -> list[tuple[int, list[int]]]:
+    import base64
+
+    import numpy as np
+
+    masked = []
+    for layer, code in enumerate(text.split(".")):
+        if not code:
+            continue
+        raw = code.replace("~", "_")
+        packed = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        units = np.flatnonzero(np.unpackbits(np.frombuffer(packed, dtype=np.uint8), bitorder="little"))
+        masked.append((layer, [int(u) for u in units]))
+    return masked
 
 
 def decode_recipe(text: str) -> Recipe:
@@ -225,13 +277,23 @@ def decode_recipe(text: str) -> Recipe:
                 fields["activation_bits"] = int(value)
             elif tag == "s":
                 fields["symmetric"] = value != "0"
+            elif tag == "f":
+                fields["masked_neurons"] = decode_neurons(value)
+            elif tag == "p":
+                values = [int(x) / 10000 for x in value.split(".")]
+                fields["sparsity"] = values if len(values) > 1 else values[0]
+            elif tag == "r":
+                fields["sparsity_roles"] = [CODE_ROLE[c] for c in value]
+            elif tag == "c":
+                fields["sparsity_scope"] = {"g": "global", "l": "local"}[value]
             else:
                 raise ValueError(tag)
-        if len(text) > 4096 or any(l >= MAX_LINK_LAYERS or h >= MAX_LINK_HEADS for l, h in fields.get("masked_heads", [])) \
-                or any(l >= MAX_LINK_LAYERS for l in fields.get("dropped_layers", [])):
+        if len(text) > MAX_LINK_CHARS or any(l >= MAX_LINK_LAYERS or h >= MAX_LINK_HEADS for l, h in fields.get("masked_heads", [])) \
+                or any(l >= MAX_LINK_LAYERS for l in fields.get("dropped_layers", [])) \
+                or any(l >= MAX_LINK_LAYERS or u[-1] >= MAX_LINK_UNITS for l, u in fields.get("masked_neurons", [])):
             raise ValueError("too large")
         return Recipe(**fields).check_values()  # the values every model refuses (bits 99, num_groups 0)
-    except (ValueError, KeyError, IndexError):
+    except (ValueError, KeyError, IndexError, TypeError):  # binascii.Error is a ValueError
         raise HeadroomError(
             f"The recipe in the link ('{text[:40]}') is malformed; it was ignored and the baseline is shown."
         ) from None

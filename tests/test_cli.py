@@ -257,3 +257,37 @@ def test_backends_prints_every_asked_backend_with_interleaved_latency(capsys, mo
     code, out, err = run(capsys, "backends", "--model", model_dir, "--data", data_csv, "--text-column", "utterance",
                          "--label-column", "intent", "--shapes", "32")
     assert code == 2 and "not a shape" in err
+
+
+def test_ffn_neuron_importance_recipe_through_evaluate_and_materialize(capsys, model_dir, data_csv, tmp_path):
+    data = ["--data", data_csv, "--text-column", "utterance", "--label-column", "intent"]
+    recipe_file = tmp_path / "ffn.json"
+    code, out, err = run(capsys, "importance", "--model", model_dir, *data, "--unit", "ffn", "--method", "taylor",
+                         "--prune-fraction", "0.5", "--recipe-out", str(recipe_file))
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["importance"]["method"] == "taylor" and result["importance"]["intermediate_sizes"] == [64, 64, 64]
+    kept = result["pruning"]["kept_per_layer"]
+    assert sum(kept) == 96 and len(kept) == 3  # half of 3 x 64, split unevenly by importance
+    saved = json.loads(recipe_file.read_text())
+    assert sum(len(u) for _, u in saved["masked_neurons"]) == 96
+    base = ["evaluate", "--model", model_dir, *data, "--no-latency", "--no-store"]
+    code, out, err = run(capsys, *base, "--recipe", str(recipe_file))
+    assert code == 0, err
+    evaluated = json.loads(out)
+    assert evaluated["recipe"]["masked_neurons"] == saved["masked_neurons"]
+    assert evaluated["size"]["parameters"] == evaluated["size"]["baseline_parameters"] - 96 * (32 + 1 + 32)
+    code, out, err = run(capsys, "materialize", "--model", model_dir, "--recipe", str(recipe_file),
+                         "--out", str(tmp_path / "pruned"))
+    assert code == 0, err
+    assert json.loads(out)["parameters"] == evaluated["size"]["parameters"]
+    code, out, err = run(capsys, *base, "--mask-neurons", "0:0-9;2:5,7")
+    assert code == 0, err
+    assert json.loads(out)["recipe"]["masked_neurons"] == [[0, list(range(10))], [2, [5, 7]]]
+    for argv, words in [(["--unit", "ffn", "--method", "ablation"], "choose gradient or taylor"),
+                        (["--prune-fraction", "0.5"], "go with --unit ffn"),
+                        (["--unit", "ffn", "--recipe-out", str(tmp_path / "x.json")], "needs --prune-fraction")]:
+        code, out, err = run(capsys, "importance", "--model", model_dir, *data, *argv)
+        assert code == 2 and words in err and err.count("\n") == 1, err
+    code, out, err = run(capsys, *base, "--mask-neurons", "0-5")
+    assert code == 2 and "layer:units" in err

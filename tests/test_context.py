@@ -13,7 +13,7 @@ import pytest
 from analysis.errors import HeadroomError
 from analysis.jobs import check_cancel, report
 from analysis.measure.evaluate import Evaluator
-from analysis.methods import heads, importance, layers, sensitivity
+from analysis.methods import heads, importance, layers, neurons, sensitivity
 from analysis.methods.context import EvalContext, resolve_label_free
 from analysis.testing import tiny_dataset, tiny_loaded
 
@@ -56,6 +56,8 @@ def test_methods_use_exactly_the_context(ev):
     layers.sweep(ctx, ("top",), [1])
     layers.evaluate_drop(ctx, "custom", 0, custom=[1])
     sensitivity.hessian_sensitivity(ctx, iters=2, batches=1, batch_size=4)
+    for method in neurons.NEURON_METHODS:
+        assert len(neurons.neuron_importance(ctx, method, label_free=True).scores) == 3
     assert used == MEMBERS
 
 
@@ -94,6 +96,7 @@ def test_every_method_stops_when_cancelled(ev):
         lambda: heads.prune_curve(ev, order="random", cancel=stop),
         lambda: layers.sweep(ev, ("top",), [1], cancel=stop),
         lambda: sensitivity.hessian_sensitivity(ev, iters=2, batches=1, cancel=stop),
+        lambda: neurons.neuron_importance(ev, "gradient", cancel=stop),
     ]
     for run in runs:
         with pytest.raises(HeadroomError, match="stopped"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from analysis.core.recipe import Recipe, field_choices, field_default, field_help, parse_head_list, parse_int_list
+from analysis.core.recipe import (Recipe, field_choices, field_default, field_help, parse_head_list, parse_int_list,
+                                  parse_neuron_list)
 from analysis.errors import HeadroomError
 
 
@@ -63,9 +64,17 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None, help="a recipe JSON file (the options below change it)")
     add_recipe_option(p, "--mask-heads", "masked_heads", how="layer:head pairs, e.g. 0:3,5:11")
     add_recipe_option(p, "--drop-layers", "dropped_layers", how="e.g. 4,5")
+    add_recipe_option(p, "--mask-neurons", "masked_neurons",
+                      how="layer:units with ';' between layers, e.g. '0:5,17,100-199;3:0-767' (a recipe file "
+                          "from `importance --unit ffn --prune-fraction F --recipe-out R.json` carries them too)")
     add_recipe_option(p, "--bits", "weight_bits", how="the command line takes one value, for all layers")
     add_recipe_option(p, "--embedding-bits", "embedding_bits")
     add_recipe_option(p, "--granularity", "granularity")
+    add_recipe_option(p, "--sparsity", "sparsity", type=float,
+                      how="the command line takes one value, for all layers (a recipe file may list one per layer)")
+    add_recipe_option(p, "--sparsity-roles", "sparsity_roles", how="a comma list, e.g. ffn_in,ffn_out", choices=None,
+                      shown=None)
+    add_recipe_option(p, "--sparsity-scope", "sparsity_scope")
 
 
 def recipe_from_args(args) -> Recipe:
@@ -73,6 +82,9 @@ def recipe_from_args(args) -> Recipe:
     changes = {}
     if getattr(args, "mask_heads", None):
         changes["masked_heads"] = [list(p) for p in recipe.masked_heads] + [list(p) for p in parse_head_list(args.mask_heads)]
+    if getattr(args, "mask_neurons", None):
+        changes["masked_neurons"] = [[l, u] for l, u in recipe.masked_neurons] + \
+            [[l, u] for l, u in parse_neuron_list(args.mask_neurons)]
     if getattr(args, "drop_layers", None):
         changes["dropped_layers"] = recipe.dropped_layers + parse_int_list(args.drop_layers)
     if getattr(args, "bits", None) is not None:
@@ -81,6 +93,12 @@ def recipe_from_args(args) -> Recipe:
         changes["embedding_bits"] = args.embedding_bits
     if getattr(args, "granularity", None):
         changes["granularity"] = args.granularity
+    if getattr(args, "sparsity", None) is not None:
+        changes["sparsity"] = args.sparsity
+    if getattr(args, "sparsity_roles", None):
+        changes["sparsity_roles"] = [r.strip() for r in args.sparsity_roles.split(",") if r.strip()]
+    if getattr(args, "sparsity_scope", None):
+        changes["sparsity_scope"] = args.sparsity_scope
     return recipe.replace(**changes) if changes else recipe
 
 

@@ -12,12 +12,21 @@ from .common import add_data_args, add_model_args, evaluator_from_args, load_dat
 
 
 def register(sub) -> None:
-    p = sub.add_parser("importance", help="importance of every head (L x H): michel, ablation, entropy, taylor")
+    p = sub.add_parser("importance", help="importance of every head (L x H): michel, ablation, entropy, taylor; "
+                                          "or of every FFN neuron (--unit ffn): gradient, taylor")
     add_model_args(p)
     add_data_args(p)
+    p.add_argument("--unit", default="heads", choices=["heads", "ffn"],
+                   help="score attention heads (default) or FFN intermediate neurons")
     p.add_argument("--method", default="michel",
-                   help="michel, ablation, entropy or taylor; a comma list (e.g. michel,ablation) also reports "
-                        "Spearman rank agreement between them (default: michel)")
+                   help="heads: michel, ablation, entropy or taylor; a comma list (e.g. michel,ablation) also reports "
+                        "Spearman rank agreement between them (default: michel). ffn: gradient (Michel-style gates, "
+                        "the default; michel means the same) or taylor (TextPruner's W_out score)")
+    p.add_argument("--prune-fraction", type=number(0, 1), default=None,
+                   help="ffn: also give the recipe masking this fraction of all neurons, least important first "
+                        "(global order, each layer's scores L2-normalised; at least one unit kept per layer)")
+    p.add_argument("--recipe-out", default=None, help="ffn with --prune-fraction: write that recipe to this new JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --recipe-out file")
     p.add_argument("--normalize-layer", action="store_true", help="divide each layer's scores by their L2 norm")
     p.add_argument("--label-free", action="store_true", help="the model's own predictions as targets (no labels)")
     p.add_argument("--michel-mode", default="per-example", choices=["per-example", "per-batch"],
@@ -81,10 +90,44 @@ def _methods(text: str) -> list[str]:
     return methods
 
 
+def cmd_ffn_importance(args) -> dict:
+    """`importance --unit ffn`: one score per FFN neuron and layer; optionally the recipe pruning a fraction."""
+    from analysis.io.outputs import atomic_write_text, check_output_file
+    from analysis.methods.neurons import NEURON_METHODS, neuron_importance, prune_fraction
+
+    method = {"michel": "gradient"}.get(args.method, args.method)
+    if method not in NEURON_METHODS:
+        raise HeadroomError(f"FFN neuron importance method '{args.method}' is not available; choose gradient or taylor.")
+    if args.recipe_out and args.prune_fraction is None:
+        raise HeadroomError("--recipe-out needs --prune-fraction (the fraction of FFN neurons the recipe masks).")
+    if args.recipe_out:
+        check_output_file(args.recipe_out, inputs=(args.model,), overwrite=args.overwrite, what="recipe file")
+    t0 = time.perf_counter()
+    ev = evaluator_from_args(args)
+    imp = neuron_importance(ev, method, label_free=_label_free(args))
+    out = _where(ev, time.perf_counter() - t0)
+    out["what"] = "FFN neuron importance: per layer, one score per intermediate unit (simulated)"
+    out["importance"] = imp.to_dict()
+    if args.prune_fraction is not None:
+        pruning = prune_fraction(imp, args.prune_fraction)
+        recipe = pruning.recipe().replace(name=f"{args.prune_fraction:.0%} FFN neurons ({method})")
+        out["pruning"] = pruning.to_dict()
+        out["recipe"] = recipe.to_dict()
+        if args.recipe_out:
+            atomic_write_text(args.recipe_out, recipe.to_json(), overwrite=args.overwrite, inputs=(args.model,),
+                              what="recipe file")
+            out["recipe_file"] = args.recipe_out
+    return out
+
+
 def cmd_importance(args) -> dict:
     from analysis.measure.evaluate import Evaluator
     from analysis.methods.importance import agreement_matrix, compute_importance, rank_agreement, split_in_halves
 
+    if args.unit == "ffn":
+        return cmd_ffn_importance(args)
+    if args.prune_fraction is not None or args.recipe_out:
+        raise HeadroomError("--prune-fraction and --recipe-out go with --unit ffn (heads: see prune-curve and presets).")
     methods = _methods(args.method)
     t0 = time.perf_counter()
     loaded = load_model_from_args(args)

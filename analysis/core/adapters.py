@@ -325,6 +325,18 @@ class Adapter:
             return units
         return torch.cat([units, units + self.intermediate_size(index)])
 
+    def kept_shape(self, recipe, index: int, role: str) -> tuple[int, int]:
+        """(out, in) of layer `index`'s `role` weight once the recipe's heads and FFN neurons are sliced out."""
+        shape = tuple(getattr(self.layer(index), role).weight.shape)
+        if head_axis(role) is not None:
+            return sliced_shape(role, shape, len(recipe.kept_heads(index, self.heads_in_layer(index))) * self.head_size)
+        if role not in ("ffn_in", "ffn_out"):
+            return shape
+        units = len(recipe.kept_neurons(index, self.intermediate_size(index)))
+        if role == "ffn_in":
+            return ((2 if self.ffn_gated else 1) * units, shape[1])
+        return (shape[0], units)
+
     def validate(self, recipe) -> None:
         """Check a Recipe against this model (layers, heads per layer, bits); raise HeadroomError."""
         recipe.validate(self.num_layers, self.num_heads)
@@ -333,6 +345,12 @@ class Adapter:
             if head >= n:
                 raise HeadroomError(
                     f"Head {layer}:{head} does not exist; layer {layer} of this pruned model has {n} heads (0-{n - 1})."
+                )
+        for layer, units in recipe.masked_neurons:
+            n = self.intermediate_size(layer)
+            if units[-1] >= n:
+                raise HeadroomError(
+                    f"FFN neuron {layer}:{units[-1]} does not exist; layer {layer} has {n} intermediate units (0-{n - 1})."
                 )
         problem = self._num_groups_problem(recipe)
         if problem:

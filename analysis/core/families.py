@@ -104,6 +104,12 @@ def deberta_context(adapter, attention_mask: torch.Tensor, dtype: torch.dtype) -
     return DebertaContext(keep, rel_pos, rel_emb, span, c2p, p2c, 1 + c2p + p2c)
 
 
+def gate_neurons(h, neuron_gates):
+    from analysis.core.simulate import gate_neurons as gate
+
+    return gate(h, neuron_gates)
+
+
 def _untimed(component, layer):
     from analysis.core.simulate import _UNTIMED
 
@@ -122,6 +128,7 @@ def deberta_layer(
     gates: torch.Tensor | None = None,  # (nh,) or (B, nh)
     return_probs: bool = False,
     timer=None,
+    neuron_gates: torch.Tensor | None = None,  # (I,) or (B, I): one gate per kept FFN unit
 ):
     """One DeBERTa-v2/v3 layer: disentangled self-attention, then BERT's post-LN FFN."""
     B, T, D = x.shape
@@ -169,7 +176,8 @@ def deberta_layer(
     with timer("layernorm", i):
         a = F.layer_norm(x + attn_out, (D,), *lw.attention_layernorm)
     with timer("ffn_in", i):
-        h = lw.activation(F.linear(fake_quantize_activations(a, act_bits), *lw.ffn_in))  # (B, T, I)
+        h = gate_neurons(lw.activation(F.linear(fake_quantize_activations(a, act_bits), *lw.ffn_in)),
+                         neuron_gates)  # (B, T, I)
     with timer("ffn_out", i):
         f = F.linear(fake_quantize_activations(h, act_bits), *lw.ffn_out)  # (B, T, D)
     with timer("layernorm", i):
@@ -226,6 +234,7 @@ def modernbert_layer(
     gates: torch.Tensor | None = None,  # (nh,) or (B, nh)
     return_probs: bool = False,
     timer=None,
+    neuron_gates: torch.Tensor | None = None,  # (I,) or (B, I): one gate per kept FFN unit
 ):
     """One ModernBERT layer: x + Attn(LN(x)), then + GLU-MLP(LN(.)); pre-LN, rotary attention."""
     B, T, D = x.shape
@@ -265,7 +274,7 @@ def modernbert_layer(
         m = F.layer_norm(a, (D,), *lw.ffn_layernorm)
     with timer("ffn_in", i):
         up, gate = F.linear(fake_quantize_activations(m, act_bits), *lw.ffn_in).chunk(2, dim=-1)  # (B, T, I) each
-        g = lw.activation(up) * gate  # (B, T, I)
+        g = gate_neurons(lw.activation(up) * gate, neuron_gates)  # (B, T, I)
     with timer("ffn_out", i):
         f = F.linear(fake_quantize_activations(g, act_bits), *lw.ffn_out)  # (B, T, D)
     return a + f, probs

@@ -13,8 +13,10 @@ its BERT-family configs can only express the same number of heads in every layer
 hidden/heads. So:
 - a recipe that only drops layers (or quantises) saves a model that plain
   `AutoModelForSequenceClassification.from_pretrained(dir)` loads, with no Headroom code;
-- a recipe that prunes heads saves the real smaller tensors plus `headroom_heads_per_layer` in
-  config.json; `load_materialized(dir)` (or the 10-line snippet in the README) rebuilds it. The
+- masked FFN neurons are sliced out of W_in (rows; both halves of a gated W_i) and W_out
+  (columns); equal widths in every layer go into the config's own `intermediate_size`;
+- a recipe that prunes heads (or leaves layers with different FFN widths) saves the real smaller
+  tensors plus `headroom_heads_per_layer` (`headroom_intermediate_per_layer`) in config.json; `load_materialized(dir)` (or the 10-line snippet in the README) rebuilds it. The
   HF forward itself runs the smaller tensors unchanged, because it infers the number of heads from
   the projection's width.
 """
@@ -32,9 +34,18 @@ from torch import nn
 from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, _get
 from analysis.core.quantize import QuantScheme, fake_quantize
 from analysis.core.recipe import Recipe
+from analysis.core.sparsity import magnitude_masks
 from analysis.errors import HeadroomError
 
 HEADS_KEY = "headroom_heads_per_layer"
+#: config.json key of the FFN intermediate units per layer, written when layers keep different numbers
+INTERMEDIATE_KEY = "headroom_intermediate_per_layer"
+#: the config attribute of the FFN width per family (DistilBERT calls it hidden_dim)
+INTERMEDIATE_ATTR = {"distilbert": "hidden_dim"}
+
+
+def intermediate_attr(adapter: Adapter) -> str:
+    return INTERMEDIATE_ATTR.get(adapter.family, "intermediate_size")
 
 
 def _set(module: nn.Module, path: str, value: nn.Module) -> None:
@@ -107,6 +118,48 @@ def _prune_layer_heads(adapter: Adapter, index: int, heads: list[int]) -> int:
 
 
 @torch.no_grad()
+def _prune_layer_neurons(adapter: Adapter, index: int, units: list[int]) -> int:
+    """Slice layer `index`'s FFN down to the intermediate `units`: rows of W_in (both halves of a
+    gated W_i), columns of W_out. Returns the units kept (>= 1)."""
+    module, parts = adapter.layer_module(index), adapter.layer(index)
+    device = parts.ffn_out.weight.device
+    zero_out = not units
+    if zero_out:  # a Linear of width 0 is not worth the risk: keep one unit whose W_out column is 0
+        units = [0]
+    keep = torch.as_tensor(units, dtype=torch.long, device=device)
+    rows = adapter.ffn_in_rows(index, keep)
+    w_in, w_out = parts.ffn_in, parts.ffn_out
+    new_in = _linear_like(w_in.weight.index_select(0, rows), None if w_in.bias is None else w_in.bias.index_select(0, rows))
+    out_weight = w_out.weight.index_select(1, keep)
+    new_out = _linear_like(torch.zeros_like(out_weight) if zero_out else out_weight, w_out.bias)
+    _set(module, adapter.spec.ffn_in, new_in)
+    _set(module, adapter.spec.ffn_out, new_out)
+    return len(units)
+
+
+def _set_intermediate_sizes(new, adapter: Adapter, sizes: list[int]) -> None:
+    """Equal FFN widths go into the config itself (plain transformers loads them); uneven ones into
+    `INTERMEDIATE_KEY`, which `load_materialized` reads."""
+    config, attr = new.config, intermediate_attr(adapter)
+    if len(set(sizes)) == 1:
+        setattr(config, attr, sizes[0])
+        if hasattr(config, INTERMEDIATE_KEY):
+            delattr(config, INTERMEDIATE_KEY)
+    else:
+        setattr(config, INTERMEDIATE_KEY, sizes)
+
+
+@torch.no_grad()
+def _sparsify_layer(adapter: Adapter, index: int, zeroed: dict) -> None:
+    """Write the recipe's magnitude zeros into layer `index`'s matrices (ModernBERT's Q/K/V: fused row blocks)."""
+    parts = adapter.layer(index)
+    for role in ROLES:
+        mask = zeroed.get((index, role))
+        if mask is not None:
+            getattr(parts, role).weight.masked_fill_(mask, 0.0)
+
+
+@torch.no_grad()
 def _quantize_layer(adapter: Adapter, index: int, scheme: QuantScheme) -> None:
     """Fake-quantise layer `index`'s six matrices in place (ModernBERT's Q/K/V: row blocks of the fused W_qkv)."""
     if scheme.is_full_precision:
@@ -134,10 +187,12 @@ def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
             "cannot be saved in a form transformers reloads correctly; keep layer 0, or simulate the recipe."
         )
 
-    # Quantise first (so per-tensor ranges match simulation, which quantises the full matrix),
-    # then slice heads out, then drop layers.
-    heads_per_layer = []
+    # Zero the sparse weights and quantise first (so ranges match simulation, which quantises the
+    # full matrix), then slice heads and FFN neurons out, then drop layers.
+    zeroed = magnitude_masks(adapter, recipe)  # masks of the unchanged weights, as simulate computes them
+    heads_per_layer, intermediate_per_layer = [], []
     for i in kept_layers:
+        _sparsify_layer(adapter, i, zeroed)
         _quantize_layer(adapter, i, QuantScheme.for_layer(recipe, i, L))
         present = adapter.heads_in_layer(i)  # < H when the model was pruned before
         heads = recipe.kept_heads(i, present)
@@ -145,11 +200,15 @@ def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
             heads_per_layer.append(_prune_layer_heads(adapter, i, heads))
         else:
             heads_per_layer.append(present)
+        units = adapter.intermediate_size(i)  # < the config's when the model was pruned before
+        kept_units = recipe.kept_neurons(i, units)
+        intermediate_per_layer.append(_prune_layer_neurons(adapter, i, kept_units) if len(kept_units) < units else units)
     layers = _get(new, adapter.spec.layers)
     _set(new, adapter.spec.layers, nn.ModuleList([layers[i] for i in kept_layers]))
     setattr(new.config, adapter.spec.num_layers_attr, len(kept_layers))
     if adapter.family == "modernbert":  # each kept layer keeps its global/local attention
         new.config.layer_types = [new.config.layer_types[i] for i in kept_layers]
+    _set_intermediate_sizes(new, adapter, intermediate_per_layer)
     _finish(new, adapter, recipe, heads_per_layer, H)
     return new
 
@@ -161,14 +220,22 @@ def _materialize_albert(new, adapter: Adapter, recipe: Recipe, kept_layers: list
         raise HeadroomError("Materializing ALBERT is supported only with num_hidden_groups = 1.")
     head_sets = {tuple(recipe.kept_heads(i, adapter.num_heads)) for i in kept_layers}
     schemes = {QuantScheme.for_layer(recipe, i, adapter.num_layers) for i in kept_layers}
-    if len(head_sets) > 1 or len(schemes) > 1:
+    units = adapter.intermediate_size(0)
+    neuron_sets = {tuple(recipe.kept_neurons(i, units)) for i in kept_layers}
+    sparsity = {recipe.layer_sparsity(adapter.num_layers)[i] for i in kept_layers}
+    if len(head_sets) > 1 or len(schemes) > 1 or len(neuron_sets) > 1 or len(sparsity) > 1:
         raise HeadroomError(
             "ALBERT shares its weights across layers, so a materialized recipe must mask the same "
-            "heads and use the same bits in every kept layer; simulate it instead."
+            "heads and FFN neurons and use the same bits and sparsity in every kept layer; simulate it instead."
         )
+    zeroed = magnitude_masks(adapter, recipe)
+    _sparsify_layer(adapter, 0, {(0, role): m for (i, role), m in zeroed.items() if i == kept_layers[0]})
     _quantize_layer(adapter, 0, schemes.pop())
     heads = list(head_sets.pop())
     kept = adapter.num_heads if len(heads) == adapter.num_heads else _prune_layer_heads(adapter, 0, heads)
+    kept_units = list(neuron_sets.pop())
+    if len(kept_units) < units:
+        _set_intermediate_sizes(new, adapter, [_prune_layer_neurons(adapter, 0, kept_units)])
     # With one shared layer, dropping any k layers equals running the layer L - k times.
     config.num_hidden_layers = len(kept_layers)
     _finish(new, adapter, recipe, [kept] * len(kept_layers), adapter.num_heads)
@@ -189,8 +256,13 @@ def _finish(new, adapter: Adapter, recipe: Recipe, heads_per_layer: list[int], n
 
 
 def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe, *, overwrite: bool = False,
-                      inputs: tuple = ()) -> dict:
+                      inputs: tuple = (), sparse_files: bool | None = None) -> dict:
     """Save with `save_pretrained` (safetensors) + tokenizer + recipe.json; return file sizes.
+
+    `sparse_files` (default: when the recipe has magnitude sparsity) also writes the weights in the
+    compressed formats of `analysis.measure.sparse_files` under `sparse/` (bitmask.safetensors,
+    csr.safetensors; the model itself stays the dense safetensors transformers loads) and reports
+    their bytes next to the dense file's.
 
     The directory is written whole or not at all (`analysis.io.outputs.atomic_directory`): a
     non-empty `out_dir` is refused unless `overwrite`, and `out_dir` may not be one of `inputs`
@@ -205,36 +277,60 @@ def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe,
         (tmp / "recipe.json").write_text(recipe.to_json(), encoding="utf-8")
         weights = [f for f in os.listdir(tmp) if f.endswith(".safetensors")]
         weights_bytes = sum(os.path.getsize(tmp / f) for f in weights)
-    return {
+        sparse = None
+        if sparse_files or (sparse_files is None and recipe.has_sparsity()):
+            from analysis.measure.sparse_files import FORMATS, write_sparse_state
+
+            state = model.state_dict()
+            os.makedirs(tmp / "sparse")
+            sparse = {fmt: write_sparse_state(state, str(tmp / "sparse" / f"{fmt}.safetensors"), fmt) for fmt in FORMATS}
+    saved = {
         "dir": str(out_dir),
         "weights_bytes": weights_bytes,
-        "plain_transformers_loadable": not hasattr(model.config, HEADS_KEY),
+        "plain_transformers_loadable": plain_loadable(model.config),
     }
+    if sparse is not None:
+        saved["sparse_weights_bytes"] = {"dense_with_zeros": weights_bytes, **sparse,
+                                         "files": {fmt: f"sparse/{fmt}.safetensors" for fmt in sparse}}
+    return saved
+
+
+def plain_loadable(config) -> bool:
+    """True when plain `from_pretrained` rebuilds the model (no uneven heads or FFN widths)."""
+    return not (hasattr(config, HEADS_KEY) or hasattr(config, INTERMEDIATE_KEY))
 
 
 def is_materialized_with_pruned_heads(path: str) -> bool:
+    """True when the directory needs `load_materialized`: uneven heads or FFN widths per layer."""
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            return HEADS_KEY in json.load(f)
+            config = json.load(f)
+        return HEADS_KEY in config or INTERMEDIATE_KEY in config
     except (OSError, ValueError):
         return False
 
 
 @torch.no_grad()
 def load_materialized(path: str, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Load a directory written by `save_materialized`, pruned heads included."""
+    """Load a directory written by `save_materialized`, pruned heads and uneven FFN widths included."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(path)
     heads_per_layer = getattr(config, HEADS_KEY, None)
-    if heads_per_layer is None:
+    intermediate_per_layer = getattr(config, INTERMEDIATE_KEY, None)
+    if heads_per_layer is None and intermediate_per_layer is None:
         return AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).eval()
     model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
     adapter = Adapter(model)
     hs = adapter.head_size
     modules = [adapter.layer_module(0)] if adapter.shares_layers() else [adapter.layer_module(i) for i in range(adapter.num_layers)]
     spec = adapter.spec
-    for module, n in zip(modules, heads_per_layer):
+    halves = 2 if adapter.ffn_gated else 1
+    for module, n in zip(modules, intermediate_per_layer or []):
+        w_in, w_out = _get(module, spec.ffn_in), _get(module, spec.ffn_out)
+        _set(module, spec.ffn_in, nn.Linear(w_in.in_features, halves * n, bias=w_in.bias is not None, dtype=dtype))
+        _set(module, spec.ffn_out, nn.Linear(n, w_out.out_features, bias=w_out.bias is not None, dtype=dtype))
+    for module, n in zip(modules, heads_per_layer or []):
         # Q/K/V are three Linears, or one fused (Q; K; V) Linear 3x as wide (ModernBERT)
         paths, widths = ([spec.fused_qkv], [3 * n * hs]) if spec.fused_qkv else ([spec.query, spec.key, spec.value], [n * hs] * 3)
         for attr, width in zip(paths, widths):

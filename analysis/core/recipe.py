@@ -20,6 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 import numpy as np
 
 from analysis.configs import default_of, from_mapping, parse_json
+from analysis.core.adapters import ROLES
 from analysis.errors import HeadroomError
 
 #: weight bit-widths the quantiser supports (32 = full precision, 16 = fp16-rounded values).
@@ -31,6 +32,8 @@ GRANULARITIES = ("per-tensor", "per-channel", "per-head", "groups")
 #: row groups per matrix under granularity "groups" (and for FFN matrices under "per-head").
 DEFAULT_NUM_GROUPS = 12
 MAX_NUM_GROUPS = 4096
+#: how magnitude sparsity picks the weights to zero: each matrix its own smallest |w|, or the smallest of all together
+SPARSITY_SCOPES = ("local", "global")
 
 
 def _field(default=MISSING, *, help: str, choices: tuple | None = None, default_factory=MISSING):
@@ -74,6 +77,22 @@ class Recipe:
     activation_bits: int = _field(
         32, choices=ACTIVATION_BITS,
         help="simulated activation bits at the input of every encoder linear layer (32 = off)")
+    masked_neurons: list[tuple[int, list[int]]] = _field(
+        default_factory=list,
+        help="FFN intermediate units switched off, as [layer, [unit, ...]] entries (any number per layer, "
+             "uneven across layers): sliced out of the intermediate in simulation, W_in rows and W_out columns "
+             "(both halves of a gated FFN's W_i) removed when materialized")
+    sparsity: float | list[float] = _field(
+        0.0,
+        help="fraction of weights zeroed by magnitude (unstructured pruning): one value for all encoder layers, "
+             "or one per layer; the smallest |w| go, ties broken by position (row-major, earlier first)")
+    sparsity_roles: list[str] = _field(
+        default_factory=lambda: list(ROLES), choices=ROLES,
+        help="which matrices of each layer the sparsity applies to (default: all six)")
+    sparsity_scope: str = _field(
+        "local", choices=SPARSITY_SCOPES,
+        help="local: each matrix loses exactly its fraction; global: one threshold over all chosen matrices of all "
+             "kept layers, so the fraction holds overall (one value for all layers)")
     name: str = _field("", help="a label for plots and tables; not part of the recipe's identity")
 
     # ------------------------------------------------------------------ construction, JSON
@@ -84,10 +103,17 @@ class Recipe:
             setattr(self, name, _conform(getattr(self, name), hint, name))
         self.masked_heads = sorted(set(self.masked_heads))
         self.dropped_layers = sorted(set(self.dropped_layers))
+        merged: dict[int, set[int]] = {}
+        for layer, units in self.masked_neurons:
+            merged.setdefault(layer, set()).update(units)
+        self.masked_neurons = [(layer, sorted(units)) for layer, units in sorted(merged.items()) if units]
+        self.sparsity_roles = [r for r in ROLES if r in set(self.sparsity_roles)] + \
+            sorted(set(self.sparsity_roles) - set(ROLES))  # data-flow order; unknown ones kept for `check_values`
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["masked_heads"] = [list(p) for p in self.masked_heads]
+        d["masked_neurons"] = [[layer, list(units)] for layer, units in self.masked_neurons]
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -142,6 +168,28 @@ class Recipe:
         masked = {h for l, h in self.masked_heads if l == layer}
         return [h for h in range(num_heads) if h not in masked]
 
+    def layer_sparsity(self, num_layers: int) -> list[float]:
+        if isinstance(self.sparsity, list):
+            return list(self.sparsity)
+        return [self.sparsity] * num_layers
+
+    def has_sparsity(self) -> bool:
+        s = self.sparsity if isinstance(self.sparsity, list) else [self.sparsity]
+        return any(x > 0 for x in s) and bool(self.sparsity_roles)
+
+    def masked_neurons_in(self, layer: int) -> list[int]:
+        """The FFN units of `layer` this recipe switches off (sorted; [] for none)."""
+        return next((units for l, units in self.masked_neurons if l == layer), [])
+
+    def kept_neurons(self, layer: int, intermediate_size: int) -> list[int]:
+        """The FFN units of `layer` kept, in order, out of the `intermediate_size` it has."""
+        masked = set(self.masked_neurons_in(layer))
+        return [j for j in range(intermediate_size) if j not in masked]
+
+    @property
+    def num_masked_neurons(self) -> int:
+        return sum(len(units) for _, units in self.masked_neurons)
+
     def is_baseline(self) -> bool:
         return self.key() == Recipe().key()
 
@@ -156,9 +204,15 @@ class Recipe:
         embedding = (self.embedding_bits, quant if self.embedding_bits != 32 else None)
         dropped = set(self.dropped_layers)
         masked = [tuple(h for l, h in self.masked_heads if l == i) for i in range(num_layers)]
+        neurons = [tuple(self.masked_neurons_in(i)) for i in range(num_layers)]
+        sparsity = self.layer_sparsity(num_layers) if self.has_sparsity() else [0.0] * num_layers
+        # a global threshold depends on every layer's weights: then every layer carries the whole setting
+        how = (tuple(self.sparsity_roles), self.sparsity_scope)
+        sparse = [(sparsity[i], how) if sparsity[i] > 0 else None for i in range(min(num_layers, len(sparsity)))]
+        sparse += [None] * (num_layers - len(sparse))
         layers = tuple(
             ("dropped",) if i in dropped else
-            (masked[i], bits[i], quant if bits[i] != 32 or self.activation_bits != 32 else None)
+            (masked[i], neurons[i], sparse[i], bits[i], quant if bits[i] != 32 or self.activation_bits != 32 else None)
             for i in range(num_layers)
         )
         return (embedding,) + layers
@@ -186,6 +240,8 @@ class Recipe:
         parts = []
         if self.masked_heads:
             parts.append(self._describe_heads())
+        if self.masked_neurons:
+            parts.append(self._describe_neurons())
         if self.dropped_layers:
             many = len(self.dropped_layers) > 1
             parts.append(("layers " if many else "layer ") + ",".join(map(str, self.dropped_layers)) + " dropped")
@@ -197,6 +253,8 @@ class Recipe:
                 parts.append("bits " + "/".join(map(str, bits)) + f" ({self.granularity})")
         if isinstance(bits, int) and bits != 32:
             parts.append(f"{bits}-bit weights ({self.granularity})")
+        if self.has_sparsity():
+            parts.append(self._describe_sparsity())
         if self.embedding_bits != 32:
             parts.append(f"{self.embedding_bits}-bit embeddings")
         if self.activation_bits != 32:
@@ -215,6 +273,21 @@ class Recipe:
             return f"{what} ({', '.join(f'L{l}: {c}' for l, c in per_layer.items())})"
         return f"{what} in {len(per_layer)} layers"
 
+    def _describe_sparsity(self) -> str:
+        s = self.sparsity
+        if isinstance(s, list) and len(set(s)) == 1:
+            s = s[0]
+        amount = f"{s:.0%} sparse" if not isinstance(s, list) else "sparsity " + "/".join(f"{x:.0%}" for x in s)
+        roles = "" if len(self.sparsity_roles) == len(ROLES) else ", " + "+".join(self.sparsity_roles)
+        return f"{amount} (magnitude, {self.sparsity_scope}{roles})"
+
+    def _describe_neurons(self, max_layers: int = 6) -> str:
+        n = self.num_masked_neurons
+        what = f"{n} FFN neuron{'s' if n != 1 else ''} masked"
+        if len(self.masked_neurons) <= max_layers:
+            return f"{what} ({', '.join(f'L{l}: {len(u)}' for l, u in self.masked_neurons)})"
+        return f"{what} in {len(self.masked_neurons)} layers"
+
     # ------------------------------------------------------------------ validation
     def validate(self, num_layers: int, num_heads: int) -> "Recipe":
         """Raise HeadroomError with one clear sentence if this recipe cannot apply to the model."""
@@ -224,6 +297,13 @@ class Recipe:
                     f"Head {layer}:{head} does not exist; the model has {num_layers} layers "
                     f"(0-{num_layers - 1}) x {num_heads} heads (0-{num_heads - 1})."
                 )
+        for layer, units in self.masked_neurons:
+            if not 0 <= layer < num_layers:
+                raise HeadroomError(
+                    f"FFN neurons of layer {layer} cannot be masked; the model has layers 0-{num_layers - 1}."
+                )
+            if units[0] < 0:
+                raise HeadroomError(f"FFN neuron {layer}:{units[0]} does not exist; units count from 0.")
         for layer in self.dropped_layers:
             if not 0 <= layer < num_layers:
                 raise HeadroomError(
@@ -237,6 +317,10 @@ class Recipe:
         if len(bits) != num_layers:
             raise HeadroomError(
                 f"weight_bits lists {len(bits)} values but the model has {num_layers} layers."
+            )
+        if len(self.layer_sparsity(num_layers)) != num_layers:
+            raise HeadroomError(
+                f"sparsity lists {len(self.layer_sparsity(num_layers))} values but the model has {num_layers} layers."
             )
         return self.check_values()
 
@@ -256,6 +340,17 @@ class Recipe:
             )
         if not 1 <= self.num_groups <= MAX_NUM_GROUPS:
             raise HeadroomError(f"num_groups must be between 1 and {MAX_NUM_GROUPS}.")
+        sparsity = self.sparsity if isinstance(self.sparsity, list) else [self.sparsity]
+        if any(not 0.0 <= x <= 1.0 for x in sparsity):
+            raise HeadroomError("sparsity must be a fraction between 0 and 1 (e.g. 0.5 zeroes half the weights).")
+        unknown = [r for r in self.sparsity_roles if r not in ROLES]
+        if unknown:
+            raise HeadroomError(f"Unknown matrix role(s) {', '.join(unknown)} in sparsity_roles; choose from {', '.join(ROLES)}.")
+        if self.sparsity_scope not in SPARSITY_SCOPES:
+            raise HeadroomError(f"Unknown sparsity_scope '{self.sparsity_scope}'; choose local or global.")
+        if self.sparsity_scope == "global" and isinstance(self.sparsity, list) and len(set(self.sparsity)) > 1:
+            raise HeadroomError("A global sparsity threshold takes one value for all layers; use local scope for "
+                                "a fraction per layer.")
         return self
 
 
@@ -280,10 +375,14 @@ def _describe(hint) -> str:
         return "true or false"
     if hint is int:
         return "a whole number"
+    if hint is float:
+        return "a number"
     if hint is str:
         return "a string"
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is list and args and typing.get_origin(args[0]) is tuple:
+        if typing.get_origin(typing.get_args(args[0])[1]) is list:
+            return "a list of [layer, [unit, ...]] entries of whole numbers"
         return "a list of [layer, head] pairs of whole numbers"
     if origin is list:
         return f"a list of {_describe(args[0]).removeprefix('a ').replace('number', 'numbers')}"
@@ -301,6 +400,10 @@ def _check(value, hint):
     if hint is int:
         if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
             return int(value)
+        raise _Refused
+    if hint is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value):
+            return float(value)
         raise _Refused
     if hint is str:
         if isinstance(value, str):
@@ -374,6 +477,24 @@ def parse_head_list(text: str) -> list[tuple[int, int]]:
             ) from None
         pairs.append((layer, head))
     return pairs
+
+
+def parse_neuron_list(text: str) -> list[tuple[int, list[int]]]:
+    """'0:5,17,100-199;3:0-767' -> [(0, [5, 17, 100, ..., 199]), (3, [0, ..., 767])]: layer:units, ';' between layers."""
+    entries = []
+    for item in filter(None, (t.strip() for t in text.split(";"))):
+        try:
+            layer_text, units_text = item.split(":")
+            units = []
+            for part in filter(None, (u.strip() for u in units_text.split(","))):
+                lo, _, hi = part.partition("-")
+                units += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+            entries.append((int(layer_text), units))
+        except ValueError:
+            raise HeadroomError(
+                f"'{item}' is not a layer's FFN neurons; write layer:units with ';' between layers, e.g. 0:5,17,100-199;3:0-767."
+            ) from None
+    return entries
 
 
 def parse_int_list(text: str, what: str = "layers") -> list[int]:

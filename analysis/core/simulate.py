@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, head_axis
 from analysis.core.quantize import QuantScheme, fake_quantize, fake_quantize_activations
 from analysis.core.recipe import Recipe
+from analysis.core.sparsity import magnitude_masks, sparsify
 
 #: `timer(component, layer)` returns a context manager that times the block it wraps (the
 #: profiler's stopwatch); components are `flops.COMPONENTS`, layer None outside the encoder.
@@ -64,6 +65,7 @@ class LayerWeights:
 
     index: int  # layer index in the original model
     heads: list[int]  # original indices of the heads kept, in order
+    neurons: list[int]  # original indices of the FFN intermediate units kept, in order
     head_size: int
     query: LinearWeights  # (nh*hs, D), (nh*hs,); a bias is None where the model has none (ModernBERT)
     key: LinearWeights  # (nh*hs, D), (nh*hs,)
@@ -94,27 +96,42 @@ def _head_rows(heads: list[int], head_size: int, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dtype | None = None) -> LayerWeights:
-    """Read layer `index` into a LayerWeights with the recipe's head slicing and bits applied."""
+def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dtype | None = None,
+                  zeroed: dict | None = None) -> LayerWeights:
+    """Read layer `index` into a LayerWeights with the recipe's sparsity, head/neuron slicing and bits applied.
+
+    `zeroed` are the recipe's magnitude masks (`sparsity.magnitude_masks`, computed once for all
+    layers because a global threshold needs them all); None computes nothing (no sparsity).
+    """
     parts = adapter.layer(index)
     hs = adapter.head_size
     heads = recipe.kept_heads(index, adapter.heads_in_layer(index))
     scheme = QuantScheme.for_layer(recipe, index, adapter.num_layers)
     rows = _head_rows(heads, hs, parts.query.weight.device)
+    intermediate = adapter.intermediate_size(index)
+    neurons = recipe.kept_neurons(index, intermediate)
+    units = None if len(neurons) == intermediate else torch.as_tensor(neurons, dtype=torch.long,
+                                                                      device=parts.ffn_out.weight.device)
 
     def cast(t: torch.Tensor | None) -> torch.Tensor | None:
         return t if dtype is None or t is None else t.to(dtype)
 
     def linear(role: str) -> LinearWeights:
         lin = getattr(parts, role)
-        # Quantise the full matrix first, then slice: per-head ranges are per-head anyway, and
-        # per-tensor ranges should not depend on which heads a user happens to mask.
-        w, b = fake_quantize(lin.weight, scheme, role, hs), lin.bias
+        # Zero the sparse weights, quantise the full matrix, then slice: per-head ranges are per-head
+        # anyway, and per-tensor ranges should not depend on which heads a user happens to mask.
+        w = sparsify(lin.weight, (zeroed or {}).get((index, role)))
+        w, b = fake_quantize(w, scheme, role, hs), lin.bias
         axis = head_axis(role)
         if axis is not None:
             w = w.index_select(axis, rows)
         if axis == 0 and b is not None:  # W_Q/W_K/W_V's biases are per head too; W_O's is per hidden unit
             b = b.index_select(0, rows)
+        if units is not None and role == "ffn_in":  # unit j: row j (and I + j, the gate half, when gated)
+            ffn_rows = adapter.ffn_in_rows(index, units)
+            w, b = w.index_select(0, ffn_rows), (None if b is None else b.index_select(0, ffn_rows))
+        if units is not None and role == "ffn_out":  # unit j: column j; the bias is per hidden unit
+            w = w.index_select(1, units)
         return LinearWeights(cast(w), cast(b))
 
     def layernorm(m) -> tuple | None:
@@ -125,6 +142,7 @@ def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dty
     return LayerWeights(
         index=index,
         heads=heads,
+        neurons=neurons,
         head_size=hs,
         **{role: linear(role) for role in ROLES},
         attention_layernorm=layernorm(parts.attention_layernorm),
@@ -170,6 +188,7 @@ def encoder_layer(
     gates: torch.Tensor | None = None,  # (nh,) or per example (B, nh): multiplies each kept head's output
     return_probs: bool = False,
     timer: Timer | None = None,  # times each component's block (the profiler); None: untimed
+    neuron_gates: torch.Tensor | None = None,  # (I,) or per example (B, I): multiplies each kept FFN unit
 ):
     """One post-LN Transformer encoder layer (BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT).
 
@@ -207,11 +226,19 @@ def encoder_layer(
         a = F.layer_norm(x + attn_out, (D,), *lw.attention_layernorm)
     with timer("ffn_in", i):
         h = lw.activation(F.linear(fake_quantize_activations(a, act_bits), *lw.ffn_in))  # (B, T, I)
+        h = gate_neurons(h, neuron_gates)
     with timer("ffn_out", i):
         f = F.linear(fake_quantize_activations(h, act_bits), *lw.ffn_out)  # (B, T, D)
     with timer("layernorm", i):
         out = F.layer_norm(a + f, (D,), *lw.ffn_layernorm)
     return out, probs
+
+
+def gate_neurons(h: torch.Tensor, neuron_gates: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, I) intermediate activations times one gate per kept unit ((I,) or per example (B, I))."""
+    if neuron_gates is None:
+        return h
+    return h * neuron_gates.view(-1, 1, h.shape[-1]).to(h.dtype)  # (1 or B, 1, I)
 
 
 @dataclass
@@ -230,8 +257,9 @@ class SimulatedModel:
         self.recipe = recipe
         self.dtype = dtype
         dropped = set(recipe.dropped_layers)
+        zeroed = magnitude_masks(adapter, recipe)
         self.layers: dict[int, LayerWeights] = {
-            i: prepare_layer(adapter, i, recipe, dtype) for i in range(adapter.num_layers) if i not in dropped
+            i: prepare_layer(adapter, i, recipe, dtype, zeroed) for i in range(adapter.num_layers) if i not in dropped
         }
         self.word_embedding_weight = None
         scheme = QuantScheme.for_embeddings(recipe)
@@ -250,6 +278,7 @@ class SimulatedModel:
         start_layer: int = 0,
         hidden: torch.Tensor | None = None,
         gates: dict[int, torch.Tensor] | None = None,
+        neuron_gates: dict[int, torch.Tensor] | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         timer: Timer | None = None,
@@ -257,6 +286,7 @@ class SimulatedModel:
         """Run from `start_layer` (given the `hidden` entering it) or from the embeddings.
 
         `timer(component, layer)` times every block (see `encoder_layer`); None runs untimed.
+        `gates` / `neuron_gates` map a layer to gates on its kept heads / kept FFN units (importance).
         """
         timed = timer or _untimed
         with timed("embeddings", None):
@@ -273,7 +303,8 @@ class SimulatedModel:
             if lw is None:  # dropped: the identity
                 continue
             g = gates.get(i) if gates else None
-            hidden, probs = run_layer(hidden, mask, lw, g, return_probs=output_attentions, timer=timer)
+            ng = neuron_gates.get(i) if neuron_gates else None
+            hidden, probs = run_layer(hidden, mask, lw, g, return_probs=output_attentions, timer=timer, neuron_gates=ng)
             if attentions is not None:
                 attentions[i] = probs
         if states is not None:

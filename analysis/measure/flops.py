@@ -31,7 +31,8 @@ Family differences (same components, shapes read from the weights):
   is counted with the classifier (it runs once after the last layer).
 
 Recipes: a layer with nh of its heads kept costs nh/H of its Q/K/V, scores and output-projection
-FLOPs (heads are sliced out, as `simulate` and `materialize` do); a dropped layer costs nothing.
+FLOPs (heads are sliced out, as `simulate` and `materialize` do); a layer keeping u of its I FFN
+units costs u/I of its FFN FLOPs; a dropped layer costs nothing.
 Shapes are read from the weights, so an already pruned model (uneven heads) is counted as it is.
 """
 
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, sliced_shape
+from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter
 from analysis.core.quantize import QuantScheme, quantized_bytes
 from analysis.core.recipe import Recipe
 
@@ -187,8 +188,9 @@ def count_flops(adapter: Adapter, recipe: Recipe | None = None, batch_size: int 
             continue
         parts = adapter.layer(i)
         nh = len(recipe.kept_heads(i, adapter.heads_in_layer(i)))
+        units = len(recipe.kept_neurons(i, adapter.intermediate_size(i)))
         counts += layer_flops(batch_size, seq_len, adapter.hidden_size, nh, adapter.head_size,
-                              parts.ffn_out.weight.shape[1], act, layer=i, **_family_kwargs(adapter, i))
+                              units, act, layer=i, **_family_kwargs(adapter, i))
     counts.append(classifier_flops(adapter, batch_size))
     return counts
 
@@ -233,10 +235,9 @@ def count_parameters(adapter: Adapter, recipe: Recipe | None = None) -> list[Par
         counted_shared = True
         parts = adapter.layer(i)
         scheme = QuantScheme.for_layer(recipe, i, adapter.num_layers)
-        width = len(recipe.kept_heads(i, adapter.heads_in_layer(i))) * hs
         by: dict[str, list] = defaultdict(lambda: [0, 0.0])
         for role in ROLES:
-            shape = sliced_shape(role, getattr(parts, role).weight.shape, width)
+            shape = adapter.kept_shape(recipe, i, role)  # heads and FFN neurons sliced out
             numel, comp = shape[0] * shape[1], COMPONENT_OF_ROLE[role]
             bias = shape[0] if getattr(parts, role).bias is not None else 0  # ModernBERT has none
             by[comp][0] += numel + bias  # weight + bias (fp32)

@@ -4,6 +4,8 @@ What is timed is the model a deployment of the recipe would run, not Headroom's 
 - masked heads and dropped layers: the materialized model (heads sliced out, layers removed);
 - 8-bit weights in every layer: a real int8 model (`lowbit.build`, the deterministic backend
   rule) of the materialized model; 16-bit weights: a real bf16 model (CPU) / fp16 (CUDA);
+- magnitude sparsity: unstructured zeros run through the same dense kernels, so a sparsity-only
+  recipe gets "fp32 kernels: no speed change" and no timing (its size gain is in a compressed file);
 - any other bit-width (2-7 bits, mixed, activation-only): there are no such kernels here, so the
   weights would run fp32 kernels. A bits-only recipe then gets no number at all but the
   statement "fp32 kernels: no speed change"; with structural changes, the structure is timed
@@ -80,7 +82,8 @@ class Latency:
 
 def structural_part(recipe: Recipe) -> Recipe:
     """The recipe without its bits: what materialization changes in the model's shape."""
-    return Recipe(masked_heads=recipe.masked_heads, dropped_layers=recipe.dropped_layers)
+    return Recipe(masked_heads=recipe.masked_heads, dropped_layers=recipe.dropped_layers,
+                  masked_neurons=recipe.masked_neurons)
 
 
 def has_bits(recipe: Recipe, num_layers: int) -> bool:
@@ -108,10 +111,16 @@ def deployed_model(model: torch.nn.Module, recipe: Recipe, device: torch.device)
     notes: list[str] = []
     bits = has_bits(recipe, L)
     kernels = real_kernels_for(recipe, L) if bits else None
+    sparse_note = ("unstructured zeros (magnitude sparsity) run through the same dense kernels: they buy size in a "
+                   "compressed format, not speed, so they are not timed")
+    if recipe.has_sparsity() and structure.is_baseline() and (not bits or kernels is None):
+        return None, FP32_KERNELS, [sparse_note] + (["these bit-widths have no integer kernels here"] if bits else [])
+    if recipe.has_sparsity():
+        notes.append(sparse_note)
     if bits and kernels is None and structure.is_baseline():
         return None, FP32_KERNELS, ["these bit-widths have no integer kernels here: the model runs fp32 kernels"]
     new = model if structure.is_baseline() else materialize(model, structure)
-    what = "materialized model (heads sliced out, layers removed)" if not structure.is_baseline() else "unmodified model"
+    what = "materialized model (heads and FFN neurons sliced out, layers removed)" if not structure.is_baseline() else "unmodified model"
     if kernels is not None:
         from analysis.measure import lowbit
 

@@ -2,7 +2,7 @@
 
 Honest accounting: quantised matrices cost `bits` per weight *plus* their scales and zero-points;
 biases, LayerNorms, position/type embeddings, the pooler and the classifier stay fp32 (as Q-BERT
-and Q8BERT keep them). Pruned heads and dropped layers cost nothing. ALBERT's shared layer is
+and Q8BERT keep them). Pruned heads, masked FFN neurons and dropped layers cost nothing. ALBERT's shared layer is
 counted once. The result is a prediction of the size of a real int-packed checkpoint; the size of
 a materialized directory on disk is measured separately (`materialize.save_materialized`).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, sliced_shape
+from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter
 from analysis.core.quantize import QuantScheme, quantized_bytes
 from analysis.core.recipe import Recipe
 from analysis.measure.flops import COMPONENT_OF_ROLE
@@ -81,9 +81,8 @@ def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
         counted_shared = True
         parts = adapter.layer(i)
         scheme = QuantScheme.for_layer(recipe, i, adapter.num_layers)
-        width = len(recipe.kept_heads(i, adapter.heads_in_layer(i))) * hs
         for role in ROLES:
-            shape = sliced_shape(role, getattr(parts, role).weight.shape, width)
+            shape = adapter.kept_shape(recipe, i, role)  # heads and FFN neurons sliced out
             numel = shape[0] * shape[1]
             # Ranges of the *kept* slice; per-tensor and per-channel ranges are stored either way.
             add(COMPONENT_OF_ROLE[role], numel, quantized_bytes(shape, scheme, role, hs) if numel else 0.0)

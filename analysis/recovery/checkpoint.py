@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.core.materialize import HEADS_KEY
+from analysis.core.materialize import plain_loadable
 from analysis.core.recipe import Recipe
 from analysis.errors import HeadroomError
 
@@ -85,7 +85,7 @@ def save_recovered(model, tokenizer, out_dir: str, recipe: Recipe, result: dict,
         if training_state is not None:
             torch.save(training_state, tmp / STATE_FILE)
         weights = sum(os.path.getsize(tmp / f) for f in os.listdir(tmp) if f.endswith(".safetensors"))
-    return {"weights_bytes": weights, "plain_transformers_loadable": not hasattr(model.config, HEADS_KEY),
+    return {"weights_bytes": weights, "plain_transformers_loadable": plain_loadable(model.config),
             "resumable": training_state is not None}
 
 

@@ -1,0 +1,89 @@
+"""Magnitude sparsity: which weights a Recipe zeroes, exactly and reproducibly.
+
+Unstructured magnitude pruning (Han et al. 2015; for BERT, Gordon et al. 2020 and Sanh et al. 2020's
+baseline) zeroes the weights of smallest |w|. A Recipe says how many (`sparsity`, one fraction or
+one per layer), in which matrices (`sparsity_roles`, of `adapters.ROLES`) and against which
+threshold (`sparsity_scope`):
+
+- local:  each chosen matrix of n weights loses exactly round(s * n) of them, its own smallest;
+- global: all chosen matrices of all kept layers are ranked together and exactly round(s * N) of
+  their N weights go, so some matrices lose more than others. A matrix shared by several layers
+  (ALBERT) is counted once.
+
+Ties are broken by position: among weights of equal |w| at the threshold, the earliest in
+row-major order (and, globally, in layer-then-role order) is zeroed first, so a recipe always
+zeroes the same weights. The count is exact, not "everything below a threshold" (which would
+zero all tied weights and miss the fraction).
+
+`magnitude_masks` returns a boolean mask (True = zeroed) of each matrix's full shape, before heads
+or FFN neurons are sliced out and before fake quantisation; `simulate` applies it to the values it
+reads (the model is not touched) and `materialize` writes the zeros into the new model. The zeros
+are real, but dense kernels multiply them like any weight: sparsity buys size in a compressed
+format (`analysis.measure.sparse_files`), not speed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from analysis.core.adapters import Adapter
+from analysis.core.recipe import Recipe
+
+Masks = dict[tuple[int, str], torch.Tensor]  # (layer, role) -> bool (out, in), True = zeroed
+
+
+def smallest_k(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the `k` smallest entries of a 1-D tensor; ties at the threshold go earliest-index first."""
+    n = values.numel()
+    mask = torch.zeros(n, dtype=torch.bool, device=values.device)
+    if k <= 0:
+        return mask
+    if k >= n:
+        return ~mask
+    threshold = values.kthvalue(k).values  # the k-th smallest value (1-based)
+    mask = values < threshold
+    need = k - int(mask.sum())
+    tied = torch.nonzero(values == threshold).flatten()[:need]  # ascending positions: earliest first
+    mask[tied] = True
+    return mask
+
+
+def _chosen(adapter: Adapter, recipe: Recipe) -> list[tuple[int, str, torch.Tensor, float]]:
+    """(layer, role, weight, fraction) for every matrix the recipe sparsifies."""
+    dropped = set(recipe.dropped_layers)
+    fractions = recipe.layer_sparsity(adapter.num_layers)
+    out = []
+    for i in range(adapter.num_layers):
+        if i in dropped or fractions[i] <= 0:
+            continue
+        parts = adapter.layer(i)
+        out += [(i, role, getattr(parts, role).weight, fractions[i]) for role in recipe.sparsity_roles]
+    return out
+
+
+@torch.no_grad()
+def magnitude_masks(adapter: Adapter, recipe: Recipe) -> Masks:
+    """The weights `recipe` zeroes, per (layer, role); {} when it has no sparsity."""
+    if not recipe.has_sparsity():
+        return {}
+    chosen = _chosen(adapter, recipe)
+    if recipe.sparsity_scope == "local":
+        return {(i, role): smallest_k(w.abs().flatten(), round(s * w.numel())).view(w.shape)
+                for i, role, w, s in chosen}
+    # global: one ranking over the distinct matrices (a shared ALBERT matrix appears once)
+    distinct: dict[tuple, tuple[int, str, torch.Tensor]] = {}
+    for i, role, w, _ in chosen:
+        distinct.setdefault((w.data_ptr(), tuple(w.shape), role), (i, role, w))
+    flat = torch.cat([w.abs().flatten().float() for _, _, w in distinct.values()])
+    s = chosen[0][3] if chosen else 0.0
+    mask = smallest_k(flat, round(s * flat.numel()))
+    by_matrix, start = {}, 0
+    for key, (_, _, w) in distinct.items():
+        by_matrix[key] = mask[start:start + w.numel()].view(w.shape)
+        start += w.numel()
+    return {(i, role): by_matrix[(w.data_ptr(), tuple(w.shape), role)] for i, role, w, _ in chosen}
+
+
+def sparsify(weight: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """`weight` with the masked entries set to 0 (a new tensor; the argument is not changed)."""
+    return weight if mask is None else weight.masked_fill(mask, 0.0)
