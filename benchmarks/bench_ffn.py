@@ -3,8 +3,8 @@
 The FFN holds most of a BERT layer's FLOPs (2 x D x 4D of the ~12 D^2 per token), so removing
 intermediate units should buy real speed, unlike masking a few heads. Here:
 - FFN neuron importance (`analysis.methods.neurons`, `--method`: gradient = Michel-style E|dL/dgate|
-  per unit, or taylor = TextPruner's W_out column score) on `--limit` examples of the model's data
-  (demo: the Banking77 500-example stratified test subset);
+  per unit, or taylor = TextPruner's W_out column score) on `--limit` stratified TRAIN examples (never
+  the evaluation split); accuracy on `--limit` examples of the evaluation split (demo: Banking77 test);
 - the `--fraction` least important units, ranked globally after per-layer L2 normalisation, are
   masked (per-layer kept counts come out uneven); accuracy one-shot (no re-fine-tuning), simulated,
   and checked on the materialized model itself (its HF forward on the same examples);
@@ -68,8 +68,12 @@ def main(argv=None):
     split = loaded.card.get("eval_split") if not args.data else None
     dataset = load_dataset(data, split or ("dev" if data == "sst2" else "test"), limit=args.limit)
     ev = Evaluator(loaded, dataset)
+    # importance on train examples (stratified, seed 1): the evaluation split never chooses what is pruned
+    from analysis.io.subsets import align_labels
+
+    chooser = Evaluator(loaded, align_labels(load_dataset(data, "train", limit=args.limit, seed=1), loaded.id2label))
     t0 = time.perf_counter()
-    imp = neuron_importance(ev, args.method)
+    imp = neuron_importance(chooser, args.method)
     importance_s = time.perf_counter() - t0
     pruning = prune_fraction(imp, args.fraction)
     recipe = pruning.recipe().replace(name=f"{args.fraction:.0%} FFN neurons ({args.method})")
@@ -81,7 +85,7 @@ def main(argv=None):
     real_accuracy = float((real_preds == labels).mean())
     sizes = [s for s in pruning.intermediate_sizes if s]
     print(f"{loaded.name}: {recipe.num_masked_neurons}/{sum(sizes)} FFN neurons pruned by {args.method} importance "
-          f"on {len(dataset)} {dataset.name} examples ({importance_s:.1f} s); kept per layer {pruning.kept_per_layer}",
+          f"on {len(chooser.dataset)} {chooser.dataset.name} examples ({importance_s:.1f} s); kept per layer {pruning.kept_per_layer}",
           flush=True)
     print(f"  accuracy {ev.baseline.metric:.4f} -> {simulated.metric:.4f} simulated, {real_accuracy:.4f} materialized "
           f"(predictions agree {agree_sim:.4f})", flush=True)
@@ -102,6 +106,7 @@ def main(argv=None):
                 "materialized model; latency of the materialized vs the unpruned model timed interleaved in one run "
                 "(median per-round ratio, bootstrap 95% interval, verdict); size = safetensors bytes on disk",
         "model": loaded.name, "data": dataset.name, "num_examples": len(dataset), "method": args.method,
+        "importance_data": chooser.dataset.name, "importance_examples": len(chooser.dataset),
         "importance_seconds": importance_s, "fraction": args.fraction,
         "masked_neurons": recipe.num_masked_neurons, "intermediate_sizes": pruning.intermediate_sizes,
         "kept_per_layer": pruning.kept_per_layer,
