@@ -201,14 +201,17 @@ def render() -> None:
         with c1:
             _scatter(df, metric, "size MB", "Accuracy vs size (predicted from bits)", "to_size", from_zero)
         with c2:
-            _scatter(df, metric, LATENCY_COL, f"Accuracy vs time x baseline (measured interleaved on {ev.device}; "
-                     "1.00 = no measurable change)", "to_latency", from_zero)
+            _scatter(df, metric, LATENCY_COL, f"Accuracy vs time x baseline (measured, {ev.device})", "to_latency",
+                     from_zero)
+            st.caption("Timed interleaved with the baseline in one call; 1.00 = no measurable change.")
         shown = df.copy()
         for col in (metric, "agreement"):
             shown[col] = (100 * shown[col]).round(2)
         shown = shown.rename(columns={metric: f"{metric} (%)", "agreement": "agreement (%)"})
         st.dataframe(shown.round(3), hide_index=True, key="to_table",
-                     column_config={"recipe": st.column_config.TextColumn(width="large")})
+                     column_config={"recipe": st.column_config.TextColumn(width="large"),
+                                    "size MB": st.column_config.NumberColumn(format="%.1f"),
+                                    "% of baseline size": st.column_config.NumberColumn(format="%.1f")})
         _measured_rows()
         d1, d2, d3, d4 = st.columns(4)
         d1.download_button("Download the table (CSV)", shown.round(4).to_csv(index=False).encode(),
