@@ -112,6 +112,26 @@ def tiny_batch(batch_size: int = 4, seq_len: int = 10, seed: int = 1, pad_id: in
                            example_ids=torch.arange(batch_size))
 
 
+def batch_for(arch: str, **kw):
+    """`tiny_batch` padded with the architecture's pad id (RoBERTa's is 1)."""
+    return tiny_batch(pad_id=1 if arch in ("roberta", "xlm-roberta") else 0, **kw)
+
+
+def hf_logits(model, batch) -> torch.Tensor:
+    """The transformers model's own logits on `batch` (the reference of every equivalence test)."""
+    with torch.no_grad():
+        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+
+
+def sim_logits(model, recipe, batch, **kw) -> torch.Tensor:
+    """Headroom's flat forward of `model` under `recipe` on `batch`."""
+    from analysis.core.adapters import Adapter
+    from analysis.core.simulate import simulate
+
+    with torch.no_grad():
+        return simulate(Adapter(model), recipe)(batch, **kw).logits
+
+
 def tiny_loaded(arch: str = "bert", *, layers: int = 3, heads: int = 4, hidden: int = 32, num_labels: int = 3, seed: int = 0):
     """A LoadedModel around a tiny random BERT with the real MiniLM tokenizer (vocab 30522).
 

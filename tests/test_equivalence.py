@@ -17,23 +17,10 @@ from analysis.errors import HeadroomError
 from analysis.core.materialize import load_materialized, materialize, save_materialized
 from analysis.core.recipe import Recipe
 from analysis.core.simulate import simulate
-from analysis.testing import ALL_ARCHITECTURES, tiny_batch, tiny_model
+from analysis.testing import ALL_ARCHITECTURES, batch_for, hf_logits, sim_logits, tiny_model
 
 TOL = 1e-4
 
-
-def hf_logits(model, batch):
-    with torch.no_grad():
-        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-
-
-def sim_logits(model, recipe, batch, **kw):
-    with torch.no_grad():
-        return simulate(Adapter(model), recipe)(batch, **kw).logits
-
-
-def batch_for(arch):
-    return tiny_batch(pad_id=1 if arch in ("roberta", "xlm-roberta") else 0)
 
 
 @pytest.mark.parametrize("arch", ALL_ARCHITECTURES)

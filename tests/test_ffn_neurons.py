@@ -17,27 +17,13 @@ from analysis.core.adapters import Adapter
 from analysis.core.materialize import INTERMEDIATE_KEY, is_materialized_with_pruned_heads, load_materialized, \
     materialize, save_materialized
 from analysis.core.recipe import Recipe
-from analysis.core.simulate import simulate
 from analysis.errors import HeadroomError
 from analysis.measure.flops import count_flops, count_parameters, total_flops
 from analysis.measure.size import size_report
-from analysis.testing import ALL_ARCHITECTURES, tiny_batch, tiny_model
+from analysis.testing import ALL_ARCHITECTURES, batch_for, hf_logits, sim_logits, tiny_model
 
 TOL = 1e-4
 
-
-def hf_logits(model, batch):
-    with torch.no_grad():
-        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-
-
-def sim_logits(model, recipe, batch, **kw):
-    with torch.no_grad():
-        return simulate(Adapter(model), recipe)(batch, **kw).logits
-
-
-def batch_for(arch):
-    return tiny_batch(pad_id=1 if arch in ("roberta", "xlm-roberta") else 0)
 
 
 def uneven_neurons(arch, intermediate: int) -> Recipe:

@@ -15,28 +15,14 @@ import torch
 from analysis.core.adapters import ROLES, Adapter
 from analysis.core.materialize import materialize, save_materialized
 from analysis.core.recipe import Recipe
-from analysis.core.simulate import simulate
 from analysis.core.sparsity import magnitude_masks, smallest_k
 from analysis.errors import HeadroomError
 from analysis.measure.latency import FP32_KERNELS, deployed_model
 from analysis.measure.sparse_files import read_sparse_state, sparse_sizes, write_sparse_state
-from analysis.testing import ALL_ARCHITECTURES, tiny_batch, tiny_model
+from analysis.testing import ALL_ARCHITECTURES, batch_for, hf_logits, sim_logits, tiny_model
 
 TOL = 1e-4
 
-
-def hf_logits(model, batch):
-    with torch.no_grad():
-        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-
-
-def sim_logits(model, recipe, batch):
-    with torch.no_grad():
-        return simulate(Adapter(model), recipe)(batch).logits
-
-
-def batch_for(arch):
-    return tiny_batch(pad_id=1 if arch in ("roberta", "xlm-roberta") else 0)
 
 
 def test_smallest_k_breaks_ties_by_position():
