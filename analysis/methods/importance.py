@@ -134,6 +134,16 @@ def _normalize_rows(scores: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- gradient scores
+def forward_with_weight_leaves(sim: SimulatedModel, live: dict, role: str, batch, hidden):
+    """Forward `batch` with a gradient-carrying copy of each live layer's `role` weight (in a shallow
+    copy of the simulator, so the shared model is untouched); returns (output, {layer: leaf}).
+    Taylor scores of heads (W_O) and FFN neurons (W_out) differentiate these leaves."""
+    leaves = {i: getattr(lw, role).weight.detach().clone().requires_grad_(True) for i, lw in live.items()}
+    local = copy.copy(sim)
+    local.layers = {i: (lw.with_weights({role: leaves[i]}) if i in leaves else lw) for i, lw in sim.layers.items()}
+    return local.forward(batch, start_layer=0, hidden=hidden), leaves
+
+
 def _gradient_scores(ctx: EvalContext, recipe: Recipe, *, label_free, per_example, wrt, progress, cancel) -> np.ndarray:
     """One forward + backward per batch; per-layer |score| sums for `wrt` = "gates" or "wo"."""
     sim = grad_simulator(ctx, recipe)
@@ -152,13 +162,8 @@ def _gradient_scores(ctx: EvalContext, recipe: Recipe, *, label_free, per_exampl
                     leaves = {i: torch.ones(shape(lw.num_heads), device=ctx.device, requires_grad=True)
                               for i, lw in live.items()}
                     out = sim.forward(batch, start_layer=0, hidden=hidden, gates=leaves)
-                else:  # a gradient-carrying copy of each W_O, in a shallow copy of the simulator
-                    leaves = {i: lw.attention_output.weight.detach().clone().requires_grad_(True)
-                              for i, lw in live.items()}
-                    local = copy.copy(sim)
-                    local.layers = {i: (lw.with_weights({"attention_output": leaves[i]}) if i in leaves else lw)
-                                    for i, lw in sim.layers.items()}
-                    out = local.forward(batch, start_layer=0, hidden=hidden)
+                else:
+                    out, leaves = forward_with_weight_leaves(sim, live, "attention_output", batch, hidden)
                 loss = F.cross_entropy(out.logits, ctx.targets(batch, label_free), reduction="sum")
                 # autograd.grad, not backward(): no .grad is written onto the (shared) model
                 grads = torch.autograd.grad(loss, list(leaves.values()))

@@ -26,7 +26,6 @@ and the kept count per layer, which is uneven across layers by design.
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from analysis.core.recipe import Recipe
 from analysis.errors import HeadroomError
 from analysis.jobs import Progress, check_cancel, report
 from analysis.methods.context import EvalContext, resolve_label_free
-from analysis.methods.importance import grad_simulator
+from analysis.methods.importance import forward_with_weight_leaves, grad_simulator
 
 NEURON_METHODS = ("gradient", "taylor")
 
@@ -114,12 +113,8 @@ def neuron_importance(ctx: EvalContext, method: str = "gradient", recipe: Recipe
                     leaves = {i: torch.ones(B, len(lw.neurons), device=ctx.device, requires_grad=True)
                               for i, lw in live.items()}  # (B, I): one gate per example and unit
                     out = sim.forward(batch, start_layer=0, hidden=hidden, neuron_gates=leaves)
-                else:  # a gradient-carrying copy of each W_out, in a shallow copy of the simulator
-                    leaves = {i: lw.ffn_out.weight.detach().clone().requires_grad_(True) for i, lw in live.items()}
-                    local = copy.copy(sim)
-                    local.layers = {i: (lw.with_weights({"ffn_out": leaves[i]}) if i in leaves else lw)
-                                    for i, lw in sim.layers.items()}
-                    out = local.forward(batch, start_layer=0, hidden=hidden)
+                else:
+                    out, leaves = forward_with_weight_leaves(sim, live, "ffn_out", batch, hidden)
                 loss = F.cross_entropy(out.logits, ctx.targets(batch, label_free), reduction="sum")
                 # autograd.grad, not backward(): no .grad is written onto the (shared) model
                 grads = torch.autograd.grad(loss, list(leaves.values()))
