@@ -70,8 +70,8 @@ def cmd_search(args) -> dict:
     report_split = args.report_split or loaded.card.get("eval_split") or (default_split(data) if data else None)
     if args.split is None and bundled:
         args.split = "train"  # recipes are chosen on training examples, never on the evaluation split
-    if report_split and report_split.lower() == "none" or not bundled or report_split == args.split:
-        report_split = None
+    if not bundled or report_split in (None, args.split) or report_split.lower() == "none":
+        report_split = None  # a user's file has no splits; nothing to score apart from the search data
     ev = evaluator_from_args(args, loaded)
     if ev.baseline.metric is None:
         raise HeadroomError("The search needs labelled data (the metric is one objective).")

@@ -129,24 +129,12 @@ def export_onnx(model: nn.Module, tokenizer, out_dir: str | os.PathLike, *, int8
                                 f"{diff:.2g}); nothing was written.")
         result = OnnxExport(dir=str(out_dir), files={}, max_abs_diff_fp32=diff)
         if int8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                quantize_dynamic(str(fp32_path), str(tmp / INT8_FILE), weight_type=QuantType.QInt8)
-            q = OnnxClassifier(tmp / INT8_FILE).logits(sample)
-            result.max_abs_diff_int8 = float(np.abs(q - reference).max())
+            result.max_abs_diff_int8 = _quantize_int8(fp32_path, tmp / INT8_FILE, sample, reference, per_channel=False)
             result.notes.append("int8: onnxruntime.quantization.quantize_dynamic (QInt8 weights, dynamic "
                                 "activations; MatMul and Gather quantised)")
         if per_channel:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                quantize_dynamic(str(fp32_path), str(tmp / INT8_PER_CHANNEL_FILE), weight_type=QuantType.QInt8,
-                                 per_channel=True)
-            q = OnnxClassifier(tmp / INT8_PER_CHANNEL_FILE).logits(sample)
-            result.max_abs_diff_int8_per_channel = float(np.abs(q - reference).max())
+            result.max_abs_diff_int8_per_channel = _quantize_int8(fp32_path, tmp / INT8_PER_CHANNEL_FILE, sample,
+                                                                  reference, per_channel=True)
             result.notes.append("int8 per-channel: quantize_dynamic(per_channel=True), one range per weight column")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -157,6 +145,16 @@ def export_onnx(model: nn.Module, tokenizer, out_dir: str | os.PathLike, *, int8
         result.files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir()) if f.suffix == ".onnx"}
         (tmp / "headroom_export.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _quantize_int8(fp32_path: Path, out: Path, sample: dict, reference: np.ndarray, *, per_channel: bool) -> float:
+    """ONNX Runtime's dynamic int8 of `fp32_path` into `out`; its max |logit| difference from torch on `sample`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(fp32_path), str(out), weight_type=QuantType.QInt8, per_channel=per_channel)
+    return float(np.abs(OnnxClassifier(out).logits(sample) - reference).max())
 
 
 class OnnxClassifier:

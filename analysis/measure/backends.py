@@ -156,14 +156,14 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
             ex = export_onnx(model, None, out, int8="ORT int8" in backends, recipe=recipe,
                              per_channel="ORT int8 per-channel" in backends)
             export = ex.to_dict()
-            built = {"ORT fp32": ("torch.onnx.export (TorchScript), ORT CPU", FP32_FILE),
-                     "ORT int8": ("onnxruntime quantize_dynamic (QInt8, one range per matrix)", INT8_FILE),
-                     "ORT int8 per-channel": ("onnxruntime quantize_dynamic (QInt8, per_channel: one range per "
-                                              "column)", INT8_PER_CHANNEL_FILE)}
-            for name, (how, file) in built.items():
+            built = {  # backend -> (how it is built, its file, the prefix of its export notes)
+                "ORT fp32": ("torch.onnx.export (TorchScript), ORT CPU", FP32_FILE, None),
+                "ORT int8": ("onnxruntime quantize_dynamic (QInt8, one range per matrix)", INT8_FILE, "int8:"),
+                "ORT int8 per-channel": ("onnxruntime quantize_dynamic (QInt8, per_channel: one range per column)",
+                                         INT8_PER_CHANNEL_FILE, "int8 per-channel")}
+            for name, (how, file, prefix) in built.items():
                 if name in backends:
-                    notes = [n for n in ex.notes if n.startswith("int8 per-channel")] if "per-channel" in name else \
-                        [n for n in ex.notes if n.startswith("int8:")] if name == "ORT int8" else []
+                    notes = [n for n in ex.notes if prefix and n.startswith(prefix)]
                     results[name] = BackendResult(name, how, ex.files[file], notes=notes)
                     runners[name] = load_onnx_export(out, **_ORT_FILES[name])
         # accuracy: one pass over every example per backend, all threads
