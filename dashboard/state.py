@@ -20,6 +20,7 @@ BERT-base's 144 heads still fits in ~40 characters:
     p5000 / p1000.2000.3000   magnitude sparsity in units of 0.01%, all layers / per layer
     rio              sparsity roles, one letter each (q k v o = attention, i = ffn_in, u = ffn_out)
     cg               global sparsity threshold (local is the default)
+    w0i8.2u16        low rank: layer, role letter (as above), rank, per matrix     x128   factorised embedding size
 """
 
 from __future__ import annotations
@@ -219,6 +220,10 @@ def encode_recipe(recipe: Recipe) -> str:
         parts.append("r" + "".join(ROLE_CODES[r] for r in recipe.sparsity_roles))
     if recipe.sparsity_scope != "local":
         parts.append("cg")
+    if recipe.ranks:
+        parts.append("w" + ".".join(f"{l}{ROLE_CODES[role]}{r}" for l, role, r in recipe.ranks))
+    if recipe.embedding_size:
+        parts.append(f"x{recipe.embedding_size}")
     return "_".join(parts)
 
 
@@ -253,6 +258,10 @@ def decode_neurons(text: str) -> list[tuple[int, list[int]]]:
     return masked
 
 
+def _malformed():
+    raise ValueError("malformed")
+
+
 def decode_recipe(text: str) -> Recipe:
     """Inverse of `encode_recipe`; a malformed string raises HeadroomError with one sentence."""
     fields: dict = {}
@@ -284,6 +293,12 @@ def decode_recipe(text: str) -> Recipe:
                 fields["sparsity"] = values if len(values) > 1 else values[0]
             elif tag == "r":
                 fields["sparsity_roles"] = [CODE_ROLE[c] for c in value]
+            elif tag == "w":
+                fields["ranks"] = [(int(m.group(1)), CODE_ROLE[m.group(2)], int(m.group(3)))
+                                   for m in (re.fullmatch(r"(\d+)([a-z])(\d+)", e) for e in value.split("."))
+                                   if m or _malformed()]
+            elif tag == "x":
+                fields["embedding_size"] = int(value)
             elif tag == "c":
                 fields["sparsity_scope"] = {"g": "global", "l": "local"}[value]
             else:

@@ -291,3 +291,22 @@ def test_ffn_neuron_importance_recipe_through_evaluate_and_materialize(capsys, m
         assert code == 2 and words in err and err.count("\n") == 1, err
     code, out, err = run(capsys, *base, "--mask-neurons", "0-5")
     assert code == 2 and "layer:units" in err
+
+
+def test_low_rank_and_sparsity_through_evaluate_and_materialize(capsys, model_dir, data_csv, tmp_path):
+    base = ["evaluate", "--model", model_dir, "--data", data_csv, "--text-column", "utterance",
+            "--label-column", "intent", "--no-latency", "--no-store"]
+    code, out, err = run(capsys, *base, "--ranks", "0-2:ffn_in:8,1:value:4", "--embedding-size", "16")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["recipe"]["ranks"] == [[0, "ffn_in", 8], [1, "value", 4], [1, "ffn_in", 8], [2, "ffn_in", 8]]
+    energy = {(r["layer"], r["role"]): r["energy_kept"] for r in result["spectrum"]}
+    assert len(energy) == 5 and all(0 < e < 1 for e in energy.values()) and (None, "embedding") in energy
+    code, out, err = run(capsys, "materialize", "--model", model_dir, "--sparsity", "0.8", "--sparsity-roles",
+                         "ffn_in,ffn_out", "--out", str(tmp_path / "sparse"))
+    assert code == 0, err
+    saved = json.loads(out)
+    assert saved["sparse_weights_bytes"]["bitmask"] < saved["weights_bytes"]
+    assert (tmp_path / "sparse" / "sparse" / "csr.safetensors").is_file()
+    code, out, err = run(capsys, *base, "--ranks", "0:ffn_in")
+    assert code == 2 and "layer:role:rank" in err

@@ -105,7 +105,7 @@ def test_simulation_leaves_the_model_untouched_and_albert_refuses_uneven():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     sim_logits(model, Recipe(sparsity=0.9, sparsity_scope="global"), batch_for("bert"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    with pytest.raises(HeadroomError, match="same bits and sparsity"):
+    with pytest.raises(HeadroomError, match="same bits, sparsity and ranks"):
         materialize(tiny_model("albert"), Recipe(sparsity=[0.1, 0.2, 0.3]))
 
 

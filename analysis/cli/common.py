@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from analysis.core.recipe import (Recipe, field_choices, field_default, field_help, parse_head_list, parse_int_list,
-                                  parse_neuron_list)
+                                  parse_neuron_list, parse_rank_list)
 from analysis.errors import HeadroomError
 
 
@@ -75,6 +75,8 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     add_recipe_option(p, "--sparsity-roles", "sparsity_roles", how="a comma list, e.g. ffn_in,ffn_out", choices=None,
                       shown=None)
     add_recipe_option(p, "--sparsity-scope", "sparsity_scope")
+    add_recipe_option(p, "--ranks", "ranks", how="layer:role:rank entries, e.g. 0:ffn_in:64,0-5:ffn_out:128 (a layer range)")
+    add_recipe_option(p, "--embedding-size", "embedding_size")
 
 
 def recipe_from_args(args) -> Recipe:
@@ -93,6 +95,10 @@ def recipe_from_args(args) -> Recipe:
         changes["embedding_bits"] = args.embedding_bits
     if getattr(args, "granularity", None):
         changes["granularity"] = args.granularity
+    if getattr(args, "ranks", None):
+        changes["ranks"] = [list(e) for e in recipe.ranks] + [list(e) for e in parse_rank_list(args.ranks)]
+    if getattr(args, "embedding_size", None) is not None:
+        changes["embedding_size"] = args.embedding_size
     if getattr(args, "sparsity", None) is not None:
         changes["sparsity"] = args.sparsity
     if getattr(args, "sparsity_roles", None):

@@ -75,6 +75,10 @@ def cmd_evaluate(args) -> dict:
         atomic_write_text(args.predictions, "".join(line + "\n" for line in lines), overwrite=args.overwrite,
                           inputs=_inputs(args), what="predictions file")
     out = result.to_dict()
+    if recipe.ranks or recipe.embedding_size:
+        from analysis.core.lowrank import spectrum_report
+
+        out["spectrum"] = spectrum_report(ev.adapter, recipe)  # energy kept per low-rank matrix
     out.update({
         "model": ev.loaded.name,
         "data": ev.dataset.name,

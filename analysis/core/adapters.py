@@ -352,6 +352,16 @@ class Adapter:
                 raise HeadroomError(
                     f"FFN neuron {layer}:{units[-1]} does not exist; layer {layer} has {n} intermediate units (0-{n - 1})."
                 )
+        for layer, role, rank in recipe.ranks:
+            shape = getattr(self.layer(layer), role).weight.shape
+            if rank > min(shape):
+                raise HeadroomError(f"Layer {layer}'s {role} matrix is {shape[0]} x {shape[1]}: its rank is at most "
+                                    f"{min(shape)}, not {rank}.")
+        if recipe.embedding_size:
+            V, E = self.word_embeddings.weight.shape
+            if recipe.embedding_size > min(V, E):
+                raise HeadroomError(f"The word embeddings are {V} x {E}: a factorised size above {min(V, E)} "
+                                    f"(here {recipe.embedding_size}) is not a factorisation.")
         problem = self._num_groups_problem(recipe)
         if problem:
             raise HeadroomError(problem)

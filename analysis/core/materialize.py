@@ -15,6 +15,9 @@ hidden/heads. So:
   `AutoModelForSequenceClassification.from_pretrained(dir)` loads, with no Headroom code;
 - masked FFN neurons are sliced out of W_in (rows; both halves of a gated W_i) and W_out
   (columns); equal widths in every layer go into the config's own `intermediate_size`;
+- low-rank matrices become two Linears (`lowrank.LowRankLinear`) and factorised embeddings a
+  V x E table plus an E x H projection (`lowrank.FactorizedEmbedding`), recorded in
+  `headroom_ranks` / `headroom_embedding_size`;
 - a recipe that prunes heads (or leaves layers with different FFN widths) saves the real smaller
   tensors plus `headroom_heads_per_layer` (`headroom_intermediate_per_layer`) in config.json; `load_materialized(dir)` (or the 10-line snippet in the README) rebuilds it. The
   HF forward itself runs the smaller tensors unchanged, because it infers the number of heads from
@@ -33,6 +36,7 @@ from torch import nn
 
 from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, _get
 from analysis.core.quantize import QuantScheme, fake_quantize
+from analysis.core.lowrank import FactorizedEmbedding, LowRankLinear
 from analysis.core.recipe import Recipe
 from analysis.core.sparsity import magnitude_masks
 from analysis.errors import HeadroomError
@@ -40,6 +44,9 @@ from analysis.errors import HeadroomError
 HEADS_KEY = "headroom_heads_per_layer"
 #: config.json key of the FFN intermediate units per layer, written when layers keep different numbers
 INTERMEDIATE_KEY = "headroom_intermediate_per_layer"
+#: config.json keys of the low-rank matrices ([[layer, role, rank]], layers as saved) and of the factorised embedding size
+RANKS_KEY = "headroom_ranks"
+EMBEDDING_SIZE_KEY = "headroom_embedding_size"
 #: the config attribute of the FFN width per family (DistilBERT calls it hidden_dim)
 INTERMEDIATE_ATTR = {"distilbert": "hidden_dim"}
 
@@ -150,13 +157,42 @@ def _set_intermediate_sizes(new, adapter: Adapter, sizes: list[int]) -> None:
 
 
 @torch.no_grad()
+def _factorise_layer(adapter: Adapter, index: int, ranks: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Replace layer `index`'s `role` Linears by their truncated SVD (two Linears); return (role, rank) kept."""
+    module, done = adapter.layer_module(index), []
+    for role, rank in ranks:
+        path = getattr(adapter.spec, role)
+        low = LowRankLinear.from_linear(_get(module, path), rank)
+        _set(module, path, low)
+        done.append((role, low.rank))
+    return done
+
+
+def _check_ranks(adapter: Adapter, recipe: Recipe) -> None:
+    if adapter.spec.fused_qkv and any(role in QKV for _, role, _ in recipe.ranks):
+        raise HeadroomError("ModernBERT's query, key and value are one fused W_qkv matrix, so a low-rank query/key/value "
+                            "cannot be materialized as two Linears; simulate it, or cut attention_output or the FFN.")
+    if recipe.embedding_size and recipe.embedding_bits != 32:
+        raise HeadroomError("Factorised embeddings are materialized in fp32: drop embedding_bits (or the factorisation) "
+                            "to materialize, or simulate the combination.")
+
+
+@torch.no_grad()
 def _sparsify_layer(adapter: Adapter, index: int, zeroed: dict) -> None:
     """Write the recipe's magnitude zeros into layer `index`'s matrices (ModernBERT's Q/K/V: fused row blocks)."""
     parts = adapter.layer(index)
     for role in ROLES:
         mask = zeroed.get((index, role))
         if mask is not None:
+            _refuse_factorised(getattr(parts, role), f"layer {index}'s {role}")
             getattr(parts, role).weight.masked_fill_(mask, 0.0)
+
+
+def _refuse_factorised(module, what: str) -> None:
+    """A low-rank matrix's `weight` is a product: writing bits or zeros into it would be lost, so say so."""
+    if isinstance(module, (LowRankLinear, FactorizedEmbedding)):
+        raise HeadroomError(f"{what} is already factorised (low rank); bits and sparsity apply to whole matrices, "
+                            "so apply them to the model before its low-rank recipe.")
 
 
 @torch.no_grad()
@@ -166,6 +202,7 @@ def _quantize_layer(adapter: Adapter, index: int, scheme: QuantScheme) -> None:
         return
     parts = adapter.layer(index)
     for role in ROLES:
+        _refuse_factorised(getattr(parts, role), f"layer {index}'s {role}")
         weight = getattr(parts, role).weight  # a view into the fused matrix where Q/K/V are fused
         weight.copy_(fake_quantize(weight, scheme, role, adapter.head_size))
 
@@ -179,6 +216,7 @@ def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
     L, H = adapter.num_layers, adapter.num_heads
     kept_layers = [i for i in range(L) if i not in set(recipe.dropped_layers)]
 
+    _check_ranks(adapter, recipe)
     if adapter.shares_layers():
         return _materialize_albert(new, adapter, recipe, kept_layers)
     if adapter.family == "modernbert" and 0 in recipe.dropped_layers:
@@ -203,6 +241,10 @@ def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
         units = adapter.intermediate_size(i)  # < the config's when the model was pruned before
         kept_units = recipe.kept_neurons(i, units)
         intermediate_per_layer.append(_prune_layer_neurons(adapter, i, kept_units) if len(kept_units) < units else units)
+    ranks = []  # last: the SVD of each matrix as it will run (sparse, quantised, sliced), as simulate does
+    for j, i in enumerate(kept_layers):
+        ranks += [[j, role, r] for role, r in _factorise_layer(adapter, i, [(ro, r) for l, ro, r in recipe.ranks if l == i])]
+    _set_ranks(new, ranks)
     layers = _get(new, adapter.spec.layers)
     _set(new, adapter.spec.layers, nn.ModuleList([layers[i] for i in kept_layers]))
     setattr(new.config, adapter.spec.num_layers_attr, len(kept_layers))
@@ -223,10 +265,11 @@ def _materialize_albert(new, adapter: Adapter, recipe: Recipe, kept_layers: list
     units = adapter.intermediate_size(0)
     neuron_sets = {tuple(recipe.kept_neurons(i, units)) for i in kept_layers}
     sparsity = {recipe.layer_sparsity(adapter.num_layers)[i] for i in kept_layers}
-    if len(head_sets) > 1 or len(schemes) > 1 or len(neuron_sets) > 1 or len(sparsity) > 1:
+    rank_sets = {tuple((ro, r) for l, ro, r in recipe.ranks if l == i) for i in kept_layers}
+    if len(head_sets) > 1 or len(schemes) > 1 or len(neuron_sets) > 1 or len(sparsity) > 1 or len(rank_sets) > 1:
         raise HeadroomError(
-            "ALBERT shares its weights across layers, so a materialized recipe must mask the same "
-            "heads and FFN neurons and use the same bits and sparsity in every kept layer; simulate it instead."
+            "ALBERT shares its weights across layers, so a materialized recipe must mask the same heads and FFN "
+            "neurons and use the same bits, sparsity and ranks in every kept layer; simulate it instead."
         )
     zeroed = magnitude_masks(adapter, recipe)
     _sparsify_layer(adapter, 0, {(0, role): m for (i, role), m in zeroed.items() if i == kept_layers[0]})
@@ -236,18 +279,35 @@ def _materialize_albert(new, adapter: Adapter, recipe: Recipe, kept_layers: list
     kept_units = list(neuron_sets.pop())
     if len(kept_units) < units:
         _set_intermediate_sizes(new, adapter, [_prune_layer_neurons(adapter, 0, kept_units)])
+    _set_ranks(new, [[0, role, r] for role, r in _factorise_layer(adapter, 0, list(rank_sets.pop()))])
     # With one shared layer, dropping any k layers equals running the layer L - k times.
     config.num_hidden_layers = len(kept_layers)
     _finish(new, adapter, recipe, [kept] * len(kept_layers), adapter.num_heads)
     return new
 
 
+def _set_ranks(new, ranks: list[list]) -> None:
+    if ranks:
+        setattr(new.config, RANKS_KEY, ranks)
+    elif hasattr(new.config, RANKS_KEY):
+        delattr(new.config, RANKS_KEY)
+
+
+def _word_embedding_name(adapter: Adapter) -> str:
+    return "tok_embeddings" if adapter.family == "modernbert" else "word_embeddings"
+
+
 def _finish(new, adapter: Adapter, recipe: Recipe, heads_per_layer: list[int], num_heads: int) -> None:
     scheme = QuantScheme.for_embeddings(recipe)
     if not scheme.is_full_precision:
         emb = adapter.word_embeddings
+        _refuse_factorised(emb, "the word-embedding matrix")
         emb.weight.copy_(fake_quantize(emb.weight, scheme, EMBEDDING_ROLE, adapter.head_size))
     config = new.config
+    if recipe.embedding_size:  # ALBERT's V x E table and E x H projection, from the SVD of the word embeddings
+        factorised = FactorizedEmbedding.from_embedding(adapter.word_embeddings, recipe.embedding_size)
+        setattr(adapter.embeddings, _word_embedding_name(adapter), factorised)
+        setattr(config, EMBEDDING_SIZE_KEY, factorised.table.weight.shape[1])
     if any(h != num_heads for h in heads_per_layer):
         setattr(config, HEADS_KEY, heads_per_layer)
     elif hasattr(config, HEADS_KEY):
@@ -297,7 +357,7 @@ def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe,
 
 def plain_loadable(config) -> bool:
     """True when plain `from_pretrained` rebuilds the model (no uneven heads or FFN widths)."""
-    return not (hasattr(config, HEADS_KEY) or hasattr(config, INTERMEDIATE_KEY))
+    return not any(hasattr(config, k) for k in (HEADS_KEY, INTERMEDIATE_KEY, RANKS_KEY, EMBEDDING_SIZE_KEY))
 
 
 def is_materialized_with_pruned_heads(path: str) -> bool:
@@ -305,7 +365,7 @@ def is_materialized_with_pruned_heads(path: str) -> bool:
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
-        return HEADS_KEY in config or INTERMEDIATE_KEY in config
+        return any(k in config for k in (HEADS_KEY, INTERMEDIATE_KEY, RANKS_KEY, EMBEDDING_SIZE_KEY))
     except (OSError, ValueError):
         return False
 
@@ -318,7 +378,7 @@ def load_materialized(path: str, dtype: torch.dtype = torch.float32) -> nn.Modul
     config = AutoConfig.from_pretrained(path)
     heads_per_layer = getattr(config, HEADS_KEY, None)
     intermediate_per_layer = getattr(config, INTERMEDIATE_KEY, None)
-    if heads_per_layer is None and intermediate_per_layer is None:
+    if plain_loadable(config):
         return AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).eval()
     model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
     adapter = Adapter(model)
@@ -339,6 +399,16 @@ def load_materialized(path: str, dtype: torch.dtype = torch.float32) -> nn.Modul
         o = _get(module, spec.attention_output)
         _set(module, spec.attention_output, nn.Linear(n * hs, o.out_features, bias=o.bias is not None, dtype=dtype))
         _set_head_count(adapter, module, n)
+    for layer, role, rank in getattr(config, RANKS_KEY, None) or []:
+        module = modules[layer]
+        lin = _get(module, getattr(spec, role))
+        _set(module, getattr(spec, role), LowRankLinear(lin.in_features, lin.out_features, rank,
+                                                        bias=lin.bias is not None, dtype=dtype))
+    embedding_size = getattr(config, EMBEDDING_SIZE_KEY, None)
+    if embedding_size:
+        V, H = adapter.word_embeddings.weight.shape
+        setattr(adapter.embeddings, _word_embedding_name(adapter),
+                FactorizedEmbedding(V, embedding_size, H, padding_idx=adapter.word_embeddings.padding_idx, dtype=dtype))
     state = {}
     for f in sorted(os.listdir(path)):
         if f.endswith(".safetensors"):

@@ -93,6 +93,13 @@ class Recipe:
         "local", choices=SPARSITY_SCOPES,
         help="local: each matrix loses exactly its fraction; global: one threshold over all chosen matrices of all "
              "kept layers, so the fraction holds overall (one value for all layers)")
+    ranks: list[tuple[int, str, int]] = _field(
+        default_factory=list,
+        help="truncated SVD, as [layer, role, rank] entries: that matrix (after its sparsity, bits and head/neuron "
+             "slicing) is replaced by its best rank-r approximation; materialized as two Linears (in -> r -> out)")
+    embedding_size: int = _field(
+        0, help="ALBERT's factorised embeddings: the V x H word-embedding matrix becomes V x E times E x H from its "
+                "SVD, E this size (0 = unchanged)")
     name: str = _field("", help="a label for plots and tables; not part of the recipe's identity")
 
     # ------------------------------------------------------------------ construction, JSON
@@ -107,6 +114,8 @@ class Recipe:
         for layer, units in self.masked_neurons:
             merged.setdefault(layer, set()).update(units)
         self.masked_neurons = [(layer, sorted(units)) for layer, units in sorted(merged.items()) if units]
+        self.ranks = sorted({(layer, role): (layer, role, rank) for layer, role, rank in self.ranks}.values(),
+                            key=lambda e: (e[0], ROLES.index(e[1]) if e[1] in ROLES else len(ROLES), e[1]))
         self.sparsity_roles = [r for r in ROLES if r in set(self.sparsity_roles)] + \
             sorted(set(self.sparsity_roles) - set(ROLES))  # data-flow order; unknown ones kept for `check_values`
 
@@ -114,6 +123,7 @@ class Recipe:
         d = asdict(self)
         d["masked_heads"] = [list(p) for p in self.masked_heads]
         d["masked_neurons"] = [[layer, list(units)] for layer, units in self.masked_neurons]
+        d["ranks"] = [list(e) for e in self.ranks]
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -168,6 +178,10 @@ class Recipe:
         masked = {h for l, h in self.masked_heads if l == layer}
         return [h for h in range(num_heads) if h not in masked]
 
+    def rank_of(self, layer: int, role: str) -> int | None:
+        """The rank `layer`'s `role` matrix is cut to, or None (kept whole)."""
+        return next((r for l, ro, r in self.ranks if l == layer and ro == role), None)
+
     def layer_sparsity(self, num_layers: int) -> list[float]:
         if isinstance(self.sparsity, list):
             return list(self.sparsity)
@@ -201,7 +215,7 @@ class Recipe:
         """
         bits = self.layer_bits(num_layers)
         quant = (self.granularity, self.num_groups, self.symmetric, self.activation_bits)
-        embedding = (self.embedding_bits, quant if self.embedding_bits != 32 else None)
+        embedding = (self.embedding_bits, quant if self.embedding_bits != 32 else None, self.embedding_size)
         dropped = set(self.dropped_layers)
         masked = [tuple(h for l, h in self.masked_heads if l == i) for i in range(num_layers)]
         neurons = [tuple(self.masked_neurons_in(i)) for i in range(num_layers)]
@@ -212,7 +226,8 @@ class Recipe:
         sparse += [None] * (num_layers - len(sparse))
         layers = tuple(
             ("dropped",) if i in dropped else
-            (masked[i], neurons[i], sparse[i], bits[i], quant if bits[i] != 32 or self.activation_bits != 32 else None)
+            (masked[i], neurons[i], sparse[i], tuple(e for e in self.ranks if e[0] == i), bits[i],
+             quant if bits[i] != 32 or self.activation_bits != 32 else None)
             for i in range(num_layers)
         )
         return (embedding,) + layers
@@ -255,6 +270,12 @@ class Recipe:
             parts.append(f"{bits}-bit weights ({self.granularity})")
         if self.has_sparsity():
             parts.append(self._describe_sparsity())
+        if self.ranks:
+            listed = ", ".join(f"L{l} {ro} r{r}" for l, ro, r in self.ranks[:3])
+            parts.append(f"{len(self.ranks)} low-rank matri{'ces' if len(self.ranks) > 1 else 'x'} ("
+                         + (listed if len(self.ranks) <= 3 else f"{listed}, ...") + ")")
+        if self.embedding_size:
+            parts.append(f"embeddings factorised (E = {self.embedding_size})")
         if self.embedding_bits != 32:
             parts.append(f"{self.embedding_bits}-bit embeddings")
         if self.activation_bits != 32:
@@ -318,6 +339,9 @@ class Recipe:
             raise HeadroomError(
                 f"weight_bits lists {len(bits)} values but the model has {num_layers} layers."
             )
+        for layer, role, rank in self.ranks:
+            if not 0 <= layer < num_layers:
+                raise HeadroomError(f"Layer {layer} has no matrices to cut to low rank; the model has layers 0-{num_layers - 1}.")
         if len(self.layer_sparsity(num_layers)) != num_layers:
             raise HeadroomError(
                 f"sparsity lists {len(self.layer_sparsity(num_layers))} values but the model has {num_layers} layers."
@@ -346,6 +370,13 @@ class Recipe:
         unknown = [r for r in self.sparsity_roles if r not in ROLES]
         if unknown:
             raise HeadroomError(f"Unknown matrix role(s) {', '.join(unknown)} in sparsity_roles; choose from {', '.join(ROLES)}.")
+        for layer, role, rank in self.ranks:
+            if role not in ROLES:
+                raise HeadroomError(f"Unknown matrix role '{role}' in ranks; choose from {', '.join(ROLES)}.")
+            if rank < 1:
+                raise HeadroomError(f"The rank of layer {layer}'s {role} must be at least 1, not {rank}.")
+        if self.embedding_size < 0:
+            raise HeadroomError("embedding_size must be 0 (unchanged) or the factorised size E, e.g. 128.")
         if self.sparsity_scope not in SPARSITY_SCOPES:
             raise HeadroomError(f"Unknown sparsity_scope '{self.sparsity_scope}'; choose local or global.")
         if self.sparsity_scope == "global" and isinstance(self.sparsity, list) and len(set(self.sparsity)) > 1:
@@ -381,8 +412,11 @@ def _describe(hint) -> str:
         return "a string"
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is list and args and typing.get_origin(args[0]) is tuple:
-        if typing.get_origin(typing.get_args(args[0])[1]) is list:
+        inner = typing.get_args(args[0])
+        if typing.get_origin(inner[1]) is list:
             return "a list of [layer, [unit, ...]] entries of whole numbers"
+        if inner[1] is str:
+            return "a list of [layer, role, rank] entries"
         return "a list of [layer, head] pairs of whole numbers"
     if origin is list:
         return f"a list of {_describe(args[0]).removeprefix('a ').replace('number', 'numbers')}"
@@ -494,6 +528,21 @@ def parse_neuron_list(text: str) -> list[tuple[int, list[int]]]:
             raise HeadroomError(
                 f"'{item}' is not a layer's FFN neurons; write layer:units with ';' between layers, e.g. 0:5,17,100-199;3:0-767."
             ) from None
+    return entries
+
+
+def parse_rank_list(text: str) -> list[tuple[int, str, int]]:
+    """'0:ffn_in:64,1-2:ffn_out:128' -> [(0, 'ffn_in', 64), (1, 'ffn_out', 128), (2, 'ffn_out', 128)]."""
+    entries = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        try:
+            layer_text, role, rank_text = (x.strip() for x in item.split(":"))
+            lo, _, hi = layer_text.partition("-")
+            layers = range(int(lo), int(hi) + 1) if hi else [int(lo)]
+            entries += [(layer, role, int(rank_text)) for layer in layers]
+        except ValueError:
+            raise HeadroomError(f"'{item}' is not a low-rank matrix; write layer:role:rank, e.g. 0:ffn_in:64 "
+                                "(or a layer range, 0-5:ffn_out:128).") from None
     return entries
 
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, head_axis
 from analysis.core.quantize import QuantScheme, fake_quantize, fake_quantize_activations
 from analysis.core.recipe import Recipe
+from analysis.core.lowrank import factorized_embedding_weight, low_rank
 from analysis.core.sparsity import magnitude_masks, sparsify
 
 #: `timer(component, layer)` returns a context manager that times the block it wraps (the
@@ -132,6 +133,9 @@ def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dty
             w, b = w.index_select(0, ffn_rows), (None if b is None else b.index_select(0, ffn_rows))
         if units is not None and role == "ffn_out":  # unit j: column j; the bias is per hidden unit
             w = w.index_select(1, units)
+        rank = recipe.rank_of(index, role)
+        if rank is not None:  # truncated SVD of the matrix as it would run (sparse, quantised, sliced)
+            w = low_rank(w, rank)
         return LinearWeights(cast(w), cast(b))
 
     def layernorm(m) -> tuple | None:
@@ -266,6 +270,10 @@ class SimulatedModel:
         if not scheme.is_full_precision:
             self.word_embedding_weight = fake_quantize(
                 adapter.word_embeddings.weight, scheme, EMBEDDING_ROLE, adapter.head_size)
+        if recipe.embedding_size:  # ALBERT's V x E times E x H, from the SVD of the (quantised) table
+            weight = adapter.word_embeddings.weight if self.word_embedding_weight is None else self.word_embedding_weight
+            with torch.no_grad():
+                self.word_embedding_weight = factorized_embedding_weight(weight, recipe.embedding_size)
 
     def embed(self, batch) -> torch.Tensor:
         h = self.adapter.embed(batch.input_ids, batch.attention_mask, batch.token_type_ids, self.word_embedding_weight)

@@ -149,7 +149,7 @@ def activation_name(adapter: Adapter) -> str:
     return str(getattr(adapter.model.config, adapter.spec.activation_attr, "gelu"))
 
 
-def embedding_flops(adapter: Adapter, batch_size: int, seq_len: int) -> FlopCount:
+def embedding_flops(adapter: Adapter, batch_size: int, seq_len: int, embedding_size: int = 0) -> FlopCount:
     tokens = batch_size * seq_len
     E = adapter.word_embeddings.weight.shape[1]
     tables = sum(1 for m in adapter.embeddings.modules() if isinstance(m, nn.Embedding))
@@ -163,6 +163,8 @@ def embedding_flops(adapter: Adapter, batch_size: int, seq_len: int) -> FlopCoun
     if projection is not None:
         mm, el = linear_flops(tokens, projection.in_features, projection.out_features, projection.bias is not None)
         matmul, elementwise = matmul + mm, elementwise + el
+    if embedding_size:  # the factorised table's E x H projection
+        matmul += linear_flops(tokens, embedding_size, E, bias=False)[0]
     return FlopCount("embeddings", None, matmul, elementwise)
 
 
@@ -180,7 +182,7 @@ def count_flops(adapter: Adapter, recipe: Recipe | None = None, batch_size: int 
     """FLOPs of one forward pass on (batch_size, seq_len) under `recipe`, per component and layer."""
     recipe = recipe or Recipe()
     adapter.validate(recipe)
-    counts = [embedding_flops(adapter, batch_size, seq_len)]
+    counts = [embedding_flops(adapter, batch_size, seq_len, recipe.embedding_size)]
     dropped = set(recipe.dropped_layers)
     act = activation_name(adapter)
     for i in range(adapter.num_layers):
@@ -189,8 +191,16 @@ def count_flops(adapter: Adapter, recipe: Recipe | None = None, batch_size: int 
         parts = adapter.layer(i)
         nh = len(recipe.kept_heads(i, adapter.heads_in_layer(i)))
         units = len(recipe.kept_neurons(i, adapter.intermediate_size(i)))
-        counts += layer_flops(batch_size, seq_len, adapter.hidden_size, nh, adapter.head_size,
-                              units, act, layer=i, **_family_kwargs(adapter, i))
+        layer = layer_flops(batch_size, seq_len, adapter.hidden_size, nh, adapter.head_size,
+                            units, act, layer=i, **_family_kwargs(adapter, i))
+        for role in ROLES:  # a rank-r matrix runs as two products: r (in + out) multiply-adds per token, not in x out
+            rank = recipe.rank_of(i, role)
+            if rank is not None:
+                out_f, in_f = adapter.kept_shape(recipe, i, role)
+                r = min(rank, out_f, in_f)
+                c = next(c for c in layer if c.component == COMPONENT_OF_ROLE[role])
+                c.matmul += MATMUL * batch_size * seq_len * (r * (in_f + out_f) - in_f * out_f)
+        counts += layer
     counts.append(classifier_flops(adapter, batch_size))
     return counts
 
@@ -223,6 +233,9 @@ def count_parameters(adapter: Adapter, recipe: Recipe | None = None) -> list[Par
     word = adapter.word_embeddings.weight
     params = word.numel()
     nbytes = quantized_bytes(tuple(word.shape), QuantScheme.for_embeddings(recipe), EMBEDDING_ROLE, hs)
+    if recipe.embedding_size:  # V x E table + E x H projection, fp32 (as size_report)
+        params = recipe.embedding_size * (word.shape[0] + word.shape[1])
+        nbytes = 4.0 * params
     rest = [p for p in adapter.embeddings.parameters() if p is not word]
     rest += [p for m in adapter.embedding_extras() for p in m.parameters()]
     params += sum(p.numel() for p in rest)
@@ -240,6 +253,12 @@ def count_parameters(adapter: Adapter, recipe: Recipe | None = None) -> list[Par
             shape = adapter.kept_shape(recipe, i, role)  # heads and FFN neurons sliced out
             numel, comp = shape[0] * shape[1], COMPONENT_OF_ROLE[role]
             bias = shape[0] if getattr(parts, role).bias is not None else 0  # ModernBERT has none
+            rank = recipe.rank_of(i, role)
+            if rank is not None:  # two fp32 factors (out, r) and (r, in), as size_report
+                numel = min(rank, *shape) * (shape[0] + shape[1])
+                by[comp][0] += numel + bias
+                by[comp][1] += 4.0 * (numel + bias)
+                continue
             by[comp][0] += numel + bias  # weight + bias (fp32)
             by[comp][1] += (quantized_bytes(shape, scheme, role, hs) if numel else 0.0) + 4.0 * bias
         ln = sum(p.numel() for m in (parts.attention_layernorm, parts.ffn_layernorm) for p in m.parameters())

@@ -64,8 +64,12 @@ def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
 
     # Embeddings: the word matrix at embedding_bits, everything else in the embedding block fp32.
     word = adapter.word_embeddings.weight
-    add("embeddings", word.numel(),
-        quantized_bytes(tuple(word.shape), QuantScheme.for_embeddings(recipe), EMBEDDING_ROLE, hs))
+    if recipe.embedding_size:  # V x E table + E x H projection, fp32
+        n = recipe.embedding_size * (word.shape[0] + word.shape[1])
+        add("embeddings", n, 4.0 * n)
+    else:
+        add("embeddings", word.numel(),
+            quantized_bytes(tuple(word.shape), QuantScheme.for_embeddings(recipe), EMBEDDING_ROLE, hs))
     for p in adapter.embeddings.parameters():
         if p is not word:
             add("embeddings", p.numel(), p.numel() * 4.0)
@@ -83,9 +87,14 @@ def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
         scheme = QuantScheme.for_layer(recipe, i, adapter.num_layers)
         for role in ROLES:
             shape = adapter.kept_shape(recipe, i, role)  # heads and FFN neurons sliced out
-            numel = shape[0] * shape[1]
-            # Ranges of the *kept* slice; per-tensor and per-channel ranges are stored either way.
-            add(COMPONENT_OF_ROLE[role], numel, quantized_bytes(shape, scheme, role, hs) if numel else 0.0)
+            rank = recipe.rank_of(i, role)
+            if rank is not None:  # two factors, (out, r) and (r, in), in fp32 (materialize keeps them unquantised)
+                r = min(rank, *shape)
+                add(COMPONENT_OF_ROLE[role], r * (shape[0] + shape[1]), 4.0 * r * (shape[0] + shape[1]))
+            else:
+                numel = shape[0] * shape[1]
+                # Ranges of the *kept* slice; per-tensor and per-channel ranges are stored either way.
+                add(COMPONENT_OF_ROLE[role], numel, quantized_bytes(shape, scheme, role, hs) if numel else 0.0)
             bias = shape[0] if getattr(parts, role).bias is not None else 0  # ModernBERT has no biases
             add(COMPONENT_OF_ROLE[role], bias, bias * 4.0)
         for ln in (parts.attention_layernorm, parts.ffn_layernorm):  # ModernBERT's layer 0: nn.Identity, 0
