@@ -24,8 +24,9 @@ PAGES = {"model": "Model & data", "attention": "Attention", "heads": "Heads", "l
 
 
 @pytest.fixture(autouse=True)
-def tiny_dashboard(monkeypatch):
+def tiny_dashboard(monkeypatch, tmp_path):
     monkeypatch.setenv("HEADROOM_DASHBOARD_MODEL", "tiny")
+    monkeypatch.setenv("HEADROOM_STORE", str(tmp_path / "results.sqlite"))  # each test its own history
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a bad hub id fails at once, without network
 
 

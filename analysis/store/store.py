@@ -214,8 +214,12 @@ def _record(row: sqlite3.Row) -> RunRecord:
     )
 
 
-def record_evaluation(ev, result, *, source: str, keep_predictions: bool = False, extra: dict | None = None) -> RunRecord:
-    """The RunRecord of an Evaluator's EvalResult (the one place that maps one to the other)."""
+def record_evaluation(ev, result, *, source: str, keep_predictions: bool = False, extra: dict | None = None,
+                      model_fp: str | None = None, data_fp: str | None = None) -> RunRecord:
+    """The RunRecord of an Evaluator's EvalResult (the one place that maps one to the other).
+
+    `model_fp` / `data_fp`: the fingerprints when the caller has them already (the dashboard caches
+    them per loaded model and data); computed here otherwise."""
     import torch
 
     from analysis.store.fingerprint import data_fingerprint, model_fingerprint
@@ -224,8 +228,8 @@ def record_evaluation(ev, result, *, source: str, keep_predictions: bool = False
     latency = result.latency.to_dict() if hasattr(result.latency, "to_dict") else result.latency
     recipe = result.recipe
     return RunRecord(
-        source=source, model_name=ev.loaded.name, model_fingerprint=model_fingerprint(ev.loaded.model),
-        data_name=ev.dataset.name, data_fingerprint=data_fingerprint(ev.dataset, ev.max_length),
+        source=source, model_name=ev.loaded.name, model_fingerprint=model_fp or model_fingerprint(ev.loaded.model),
+        data_name=ev.dataset.name, data_fingerprint=data_fp or data_fingerprint(ev.dataset, ev.max_length),
         num_examples=result.num_examples, recipe=recipe.to_dict(), recipe_key=recipe.key(),
         description=result.description, mode=result.mode, metric_name=result.metric_name, metric=result.metric,
         metrics=result.metrics, loss=result.loss, agreement=result.agreement,
