@@ -52,8 +52,6 @@ def session_table(choice) -> tuple[pd.DataFrame, dict]:
         lat = resources.latency(choice, recipe)
         rows.append({
             "recipe": label,
-            "source": store_history.SOURCE,
-            "stored id": written.get((choice.key(), recipe.key())),
             res.metric_name: res.metric,
             "change (pts)": None if res.metric is None else round(100 * (res.metric - base.metric), 2),
             "agreement": res.agreement,
@@ -64,6 +62,8 @@ def session_table(choice) -> tuple[pd.DataFrame, dict]:
             "latency predicted (FLOPs)": lat.predicted_ratio,
             "load": lat.load_average,
             "backend": "Headroom recipe (simulated metric)",
+            "source": store_history.SOURCE,
+            "stored id": written.get((choice.key(), recipe.key())),
             "examples": res.num_examples,
             "device": res.device,
             "url recipe": state.encode_recipe(recipe),
@@ -92,8 +92,6 @@ def stored_table(choice, base, session_ids: set) -> pd.DataFrame:
         size = r.size or {}
         rows.append({
             "recipe": f"{label} [{r.source} #{r.id}]",
-            "source": r.source,
-            "stored id": r.id,
             base.metric_name: r.metric,
             "change (pts)": None if r.metric is None or base.metric is None else round(100 * (r.metric - base.metric), 2),
             "agreement": r.agreement,
@@ -104,6 +102,8 @@ def stored_table(choice, base, session_ids: set) -> pd.DataFrame:
             "latency predicted (FLOPs)": lat.get("predicted_ratio"),
             "load": lat.get("load_average"),
             "backend": f"stored {r.mode} ({r.created_at})",
+            "source": r.source,
+            "stored id": r.id,
             "examples": r.num_examples,
             "device": r.device,
             "url recipe": f"{code}|{r.source}#{r.id}",  # one key per stored row
@@ -134,8 +134,6 @@ def backend_rows(choice) -> list[dict]:
     for row in st.session_state.get(state.BACKENDS, {}).get(choice.key(), []):
         out.append({
             "recipe": f"{row['recipe']} · {row['backend']}",
-            "source": store_history.SOURCE,  # measured in this session (not written to the store)
-            "stored id": None,
             row["metric_name"]: row["metric"],
             "change (pts)": row["change_pts"],
             "agreement": row["agreement"],
@@ -146,6 +144,8 @@ def backend_rows(choice) -> list[dict]:
             "latency predicted (FLOPs)": None,
             "load": row["load_average"],
             "backend": f"{row['backend']} (measured metric, size on disk)",
+            "source": store_history.SOURCE,  # measured in this session (not written to the store)
+            "stored id": None,
             "examples": row["examples"],
             "device": row["device"],
             "url recipe": f"{row['url recipe']}|{row['backend']}",  # one key per (recipe, backend)
