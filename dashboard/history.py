@@ -101,6 +101,17 @@ def write(choice: DataChoice, result) -> int:
     return _store().add(record)
 
 
+def search_store() -> ResultStore | None:
+    """The store a search on the Find recipes page writes its trials to; None (warned once) when unusable."""
+    if problem() is not None:
+        return None
+    try:
+        return _store()
+    except Exception as exc:  # noqa: BLE001
+        _failed(exc, "opened")
+        return None
+
+
 def stored_rows(choice: DataChoice) -> list[dict]:
     """The store's rows for the current model and data (every source), newest first; [] when it is unusable."""
     if problem() is not None:

@@ -20,7 +20,7 @@ from dashboard.state import decode_recipe, encode_recipe
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = {"model": "Model & data", "attention": "Attention", "heads": "Heads", "layers": "Layers", "bits": "Bits",
-         "profile": "Profile", "tradeoffs": "Trade-offs", "recovery": "Recovery", "papers": "Papers"}
+         "profile": "Profile", "search": "Find recipes", "tradeoffs": "Trade-offs", "recovery": "Recovery", "papers": "Papers"}
 
 
 @pytest.fixture(autouse=True)

@@ -119,3 +119,44 @@ def test_a_store_that_cannot_be_used_warns_once_and_the_dashboard_works(store_pa
     assert any(r.startswith("1 head masked (L0 H0)") for r in table(at)["recipe"])  # the session's row, in memory
     if how == "corrupt":
         assert store_path.read_bytes().startswith(b"this is not a SQLite file")  # never overwritten
+
+
+def test_find_recipes_runs_a_search_job_and_its_front_reaches_trade_offs(store_path):
+    import time
+
+    at = app("search")
+    assert not at.exception and at.title[0].value == "Find recipes"
+    at.number_input(key="search_trials").set_value(8).run()
+    at.button(key="search_run").click().run()
+    job = at.session_state["jobs"]["recipe search"]
+    deadline = time.monotonic() + 120
+    while not job.done and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.done and job.error is None, job.error
+    at.run()
+    assert not at.exception and [e.value for e in at.error] == []
+    front = next(d.value for d in at.dataframe if "speedup measured (materialized)" in d.value.columns)
+    assert len(front) == len(job.result["front"]) >= 1
+    rows = ResultStore(store_path).list(source="search")
+    assert len(rows) == job.result["store_rows_written"] >= 8
+    at.switch_page("views/tradeoffs.py").run()
+    t = table(at)
+    assert "search" in set(t["source"])
+    front_keys = {Recipe.from_dict(r["recipe"]).key() for r in job.result["front"]}
+    stored = {ResultStore(store_path).get(int(i)).recipe_key for i in t.loc[t["source"] == "search", "stored id"]}
+    assert front_keys <= stored  # every front recipe is a row on Trade-offs
+
+
+def test_find_recipes_stop_ends_the_job(store_path):
+    import time
+
+    at = app("search")
+    at.number_input(key="search_trials").set_value(400).run()
+    at.button(key="search_run").click().run()
+    job = at.session_state["jobs"]["recipe search"]
+    time.sleep(1.0)
+    at.button(key="stop_recipe search").click().run()
+    deadline = time.monotonic() + 60
+    while not job.done and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert job.done and job.error == "Stopped." and job.result is None
