@@ -29,6 +29,7 @@ SOURCE = "dashboard"
 #: the sources the Trade-offs filter offers (others found in the store are added to them)
 SOURCES = ("dashboard", "cli", "sweep", "search", "recovery")
 
+MAX_ROWS = 2000  # the newest rows of this model and data Trade-offs reads (a long search writes one per trial)
 _lock = threading.Lock()
 _stores: dict[str, ResultStore] = {}  # one opened (migrated) store per path, per process
 
@@ -112,16 +113,14 @@ def search_store() -> ResultStore | None:
         return None
 
 
-def stored_rows(choice: DataChoice) -> list[dict]:
+def stored_rows(choice: DataChoice) -> list:
     """The store's rows for the current model and data (every source), newest first; [] when it is unusable."""
     if problem() is not None:
         return []
     try:
         model_fp, data_fp = fingerprints(choice)
-        store = _store()
-        summaries = [r for r in store.list(model=model_fp, data=data_fp) 
-                     if r["model_fingerprint"] == model_fp and r["data_fingerprint"] == data_fp]
-        return [store.get(r["id"]) for r in summaries]
+        return [r for r in _store().records(model=model_fp, data=data_fp, limit=MAX_ROWS)
+                if r.model_fingerprint == model_fp and r.data_fingerprint == data_fp]
     except Exception as exc:  # noqa: BLE001
         _failed(exc, "read")
         return []

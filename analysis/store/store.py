@@ -139,6 +139,19 @@ class ResultStore:
     def list(self, *, model: str | None = None, data: str | None = None, source: str | None = None,
              limit: int | None = None) -> list[dict]:
         """Summaries, newest first; `model`/`data` match a name or a fingerprint."""
+        sql, args = self._select(", ".join(SUMMARY_COLUMNS), model, data, source, limit)
+        with self._connect() as conn:
+            return [dict(r) for r in conn.execute(sql, args)]
+
+    def records(self, *, model: str | None = None, data: str | None = None, source: str | None = None,
+                limit: int | None = None) -> list[RunRecord]:
+        """Whole rows (predictions included), newest first, read in one query (what a dashboard redraw reads)."""
+        sql, args = self._select("*", model, data, source, limit)
+        with self._connect() as conn:
+            return [_record(r) for r in conn.execute(sql, args)]
+
+    @staticmethod
+    def _select(columns: str, model, data, source, limit) -> tuple[str, list]:
         where, args = [], []
         for value, name_col, fp_col in ((model, "model_name", "model_fingerprint"), (data, "data_name", "data_fingerprint")):
             if value:
@@ -147,14 +160,13 @@ class ResultStore:
         if source:
             where.append("source = ?")
             args.append(source)
-        sql = f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM runs"
+        sql = f"SELECT {columns} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        with self._connect() as conn:
-            return [dict(r) for r in conn.execute(sql, args)]
+        return sql, args
 
     def get(self, run_id: int) -> RunRecord:
         with self._connect() as conn:
