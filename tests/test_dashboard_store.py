@@ -58,6 +58,12 @@ def test_a_row_made_in_one_session_is_on_trade_offs_after_a_restart(store_path):
     assert set(t["source"]) == {"dashboard"}
     csv = fresh.get("download_button")
     assert any(b.proto.label == "Download the table (CSV)" for b in csv)
+    wanted = Recipe(masked_heads=[(0, 0)]).key()  # the stored recipe, back as the current one after the restart
+    options = fresh.selectbox(key="to_pick").options  # the labels: the stored row says its source and id
+    index = options.index(f"1 head masked (L0 H0) [dashboard #{rows[0]['id']}]")
+    fresh.selectbox(key="to_pick").select_index(index).run()
+    fresh.button(key="to_make_current").click().run()
+    assert not fresh.exception and fresh.session_state["recipe"].key() == wanted
 
 
 def test_delete_removes_the_stored_row(store_path):

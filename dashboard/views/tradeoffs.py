@@ -72,10 +72,12 @@ def session_table(choice) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(rows), recipes
 
 
-def stored_table(choice, base, session_ids: set) -> pd.DataFrame:
+def stored_table(choice, base, session_ids: set, recipes: dict) -> pd.DataFrame:
     """The results store's rows for this model and data (every source) that are not this session's own:
     earlier dashboard sessions, the CLI, sweeps, the search, recovery. One row per (source, recipe,
-    mode, dtype): the newest. Latency only where the row has a ratio timed against the baseline."""
+    mode, dtype): the newest. Latency only where the row has a ratio timed against the baseline.
+    Each stored recipe not in the session joins `recipes` as (recipe, None, label): it can be exported
+    and made current (its result is computed then), not compared (no predictions kept)."""
     rows, seen = [], set()
     for r in store_history.stored_rows(choice):
         ident = (r.source, r.recipe_key, r.mode, r.dtype)
@@ -86,6 +88,7 @@ def stored_table(choice, base, session_ids: set) -> pd.DataFrame:
             recipe = Recipe.from_dict(r.recipe)
             code = state.encode_recipe(recipe)
             label = widgets.recipe_label(recipe)
+            recipes.setdefault(recipe.key(), (recipe, None, f"{label} [{r.source} #{r.id}]"))
         except Exception:  # noqa: BLE001 - a row written by another version: shown by its description
             code, label = "?", r.description
         lat = r.latency or {}
@@ -192,7 +195,7 @@ def _scatter(df: pd.DataFrame, metric: str, xcol: str, title: str, key: str, fro
 
 
 def _compare(choice, ev, recipes: dict) -> None:
-    keys = list(recipes)
+    keys = [k for k, v in recipes.items() if v[1] is not None]  # this session's: their predictions are in memory
     if len(keys) < 2:
         st.info("Evaluate at least two recipes (toggle heads, drop layers, pick bits) to compare them.")
         return
@@ -268,7 +271,7 @@ def render() -> None:
                     store_history.add(choice, recipe)
         df, recipes = session_table(choice)
         session_ids = {int(i) for i in df["stored id"].dropna()} if "stored id" in df else set()
-        stored = stored_table(choice, resources.evaluate(choice, Recipe()), session_ids)
+        stored = stored_table(choice, resources.evaluate(choice, Recipe()), session_ids, recipes)
         if not stored.empty:
             df = pd.concat([df, stored], ignore_index=True)
         if df.empty:
