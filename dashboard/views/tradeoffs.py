@@ -1,5 +1,10 @@
 """Trade-offs: every recipe evaluated in this session, the Pareto front, two recipes compared.
 
+Beside the session's own rows, the results store's rows of the same model and data (matched by
+fingerprint; dashboard/history.py): earlier dashboard sessions, the CLI, sweeps, the search and
+recovery, each with its source and store id, filtered by source, deletable from the store; a
+stored recipe can be exported or made current again after a restart.
+
 Accuracy vs size and accuracy vs latency, with the baseline and the Pareto front
 (analysis.measure.pareto: no other recipe is both smaller/faster and at least as accurate; one
 point per recipe key). Latency is the deployed model's time over the baseline's, timed
