@@ -32,6 +32,7 @@ PAGES: tuple[Page, ...] = (
     Page("layers", "Layers", "layers.py"),
     Page("bits", "Bits", "bits.py"),
     Page("profile", "Profile", "profile.py"),
+    Page("search", "Find recipes", "search.py"),
     Page("tradeoffs", "Trade-offs", "tradeoffs.py"),
     Page("recovery", "Recovery", "recovery.py"),
     Page("papers", "Papers", "papers.py"),

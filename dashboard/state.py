@@ -78,6 +78,8 @@ UNDO = _key("undo", "list[Recipe]: the recipes before each change, newest last (
 RECIPE_ERROR = _key("recipe_error", "str: why the last recipe change was refused, shown once by the metrics panel")
 # results of this session
 HISTORY = _key("history", "{(choice key, recipe key): Recipe}: every recipe the metrics panel showed (Trade-offs)")
+STORE_WRITTEN = _key("store_written", "{(choice key, recipe key): row id}: the history rows this session wrote to the results store")
+STORE_PROBLEM = _key("store_problem", "str: why the results store cannot be used (warned once); history then stays in memory")
 LATENCY_REMEASURE = _key("latency_remeasure_asked", "bool: the metrics panel's Re-measure was clicked; the next draw times again")
 BACKENDS = _key("backends", "{choice key: list of backend rows}: ONNX Runtime / torch int8 results measured on Bits (Trade-offs rows)")
 LAST_UPDATE_S = _key("last_update_s", "float: seconds the metrics panel took to update last time")

@@ -27,7 +27,7 @@ from analysis.errors import HeadroomError
 from analysis.core.recipe import Recipe
 from analysis.measure.latency import FP32_KERNELS
 
-from . import resources, state
+from . import history, resources, state
 
 
 # ------------------------------------------------------------------------------ errors
@@ -116,6 +116,7 @@ def metrics_panel(choice=None) -> None:
     st.session_state.setdefault(state.HISTORY, {})[(choice.key(), recipe.key())] = recipe
     with panel.container():
         _draw_panel(choice, ev, recipe, res, base, seconds, estimate=False)
+    history.add(choice, recipe)  # after the draw: the row carries the latency measured there
 
 
 def _undo_reset_buttons() -> None:

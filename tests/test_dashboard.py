@@ -20,12 +20,13 @@ from dashboard.state import decode_recipe, encode_recipe
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = {"model": "Model & data", "attention": "Attention", "heads": "Heads", "layers": "Layers", "bits": "Bits",
-         "profile": "Profile", "tradeoffs": "Trade-offs", "recovery": "Recovery", "papers": "Papers"}
+         "profile": "Profile", "search": "Find recipes", "tradeoffs": "Trade-offs", "recovery": "Recovery", "papers": "Papers"}
 
 
 @pytest.fixture(autouse=True)
-def tiny_dashboard(monkeypatch):
+def tiny_dashboard(monkeypatch, tmp_path):
     monkeypatch.setenv("HEADROOM_DASHBOARD_MODEL", "tiny")
+    monkeypatch.setenv("HEADROOM_STORE", str(tmp_path / "results.sqlite"))  # each test its own history
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a bad hub id fails at once, without network
 
 

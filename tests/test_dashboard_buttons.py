@@ -19,8 +19,9 @@ NOT_PRESSED = {"md_load"}  # Model & data's Load has its own tests (bad ids, upl
 
 
 @pytest.fixture(autouse=True)
-def tiny_dashboard(monkeypatch):
+def tiny_dashboard(monkeypatch, tmp_path):
     monkeypatch.setenv("HEADROOM_DASHBOARD_MODEL", "tiny")
+    monkeypatch.setenv("HEADROOM_STORE", str(tmp_path / "results.sqlite"))  # each test its own history
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 

@@ -12,8 +12,9 @@ APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 
 
 @pytest.fixture(autouse=True)
-def tiny_dashboard(monkeypatch):
+def tiny_dashboard(monkeypatch, tmp_path):
     monkeypatch.setenv("HEADROOM_DASHBOARD_MODEL", "tiny")
+    monkeypatch.setenv("HEADROOM_STORE", str(tmp_path / "results.sqlite"))  # each test its own history
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 

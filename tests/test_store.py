@@ -137,3 +137,13 @@ def test_cli_evaluate_records_and_runs_reads_back(capsys, tmp_path):
     assert main(["runs", "rm", "--store", store, "1", "99"]) == 0
     assert json.loads(capsys.readouterr().out) == {"store": store, "deleted": 1, "not_found": [99]}
     assert main(["runs", "show", "--store", store, "1"]) == 2
+
+
+def test_records_reads_whole_rows_in_one_query_with_the_filters(tmp_path):
+    store = ResultStore(tmp_path / "s.sqlite")
+    ids = [store.add(record(i)) for i in range(3)]
+    got = store.records()
+    assert [r.id for r in got] == ids[::-1]  # newest first, like list()
+    assert [r.description for r in got] == [store.get(i).description for i in ids[::-1]]
+    assert [r.id for r in store.records(limit=2)] == ids[:0:-1]
+    assert store.records(source="nobody") == []

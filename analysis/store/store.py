@@ -139,6 +139,19 @@ class ResultStore:
     def list(self, *, model: str | None = None, data: str | None = None, source: str | None = None,
              limit: int | None = None) -> list[dict]:
         """Summaries, newest first; `model`/`data` match a name or a fingerprint."""
+        sql, args = self._select(", ".join(SUMMARY_COLUMNS), model, data, source, limit)
+        with self._connect() as conn:
+            return [dict(r) for r in conn.execute(sql, args)]
+
+    def records(self, *, model: str | None = None, data: str | None = None, source: str | None = None,
+                limit: int | None = None) -> list[RunRecord]:
+        """Whole rows (predictions included), newest first, read in one query (what a dashboard redraw reads)."""
+        sql, args = self._select("*", model, data, source, limit)
+        with self._connect() as conn:
+            return [_record(r) for r in conn.execute(sql, args)]
+
+    @staticmethod
+    def _select(columns: str, model, data, source, limit) -> tuple[str, list]:
         where, args = [], []
         for value, name_col, fp_col in ((model, "model_name", "model_fingerprint"), (data, "data_name", "data_fingerprint")):
             if value:
@@ -147,14 +160,13 @@ class ResultStore:
         if source:
             where.append("source = ?")
             args.append(source)
-        sql = f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM runs"
+        sql = f"SELECT {columns} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        with self._connect() as conn:
-            return [dict(r) for r in conn.execute(sql, args)]
+        return sql, args
 
     def get(self, run_id: int) -> RunRecord:
         with self._connect() as conn:
@@ -214,8 +226,12 @@ def _record(row: sqlite3.Row) -> RunRecord:
     )
 
 
-def record_evaluation(ev, result, *, source: str, keep_predictions: bool = False, extra: dict | None = None) -> RunRecord:
-    """The RunRecord of an Evaluator's EvalResult (the one place that maps one to the other)."""
+def record_evaluation(ev, result, *, source: str, keep_predictions: bool = False, extra: dict | None = None,
+                      model_fp: str | None = None, data_fp: str | None = None) -> RunRecord:
+    """The RunRecord of an Evaluator's EvalResult (the one place that maps one to the other).
+
+    `model_fp` / `data_fp`: the fingerprints when the caller has them already (the dashboard caches
+    them per loaded model and data); computed here otherwise."""
     import torch
 
     from analysis.store.fingerprint import data_fingerprint, model_fingerprint
@@ -224,8 +240,8 @@ def record_evaluation(ev, result, *, source: str, keep_predictions: bool = False
     latency = result.latency.to_dict() if hasattr(result.latency, "to_dict") else result.latency
     recipe = result.recipe
     return RunRecord(
-        source=source, model_name=ev.loaded.name, model_fingerprint=model_fingerprint(ev.loaded.model),
-        data_name=ev.dataset.name, data_fingerprint=data_fingerprint(ev.dataset, ev.max_length),
+        source=source, model_name=ev.loaded.name, model_fingerprint=model_fp or model_fingerprint(ev.loaded.model),
+        data_name=ev.dataset.name, data_fingerprint=data_fp or data_fingerprint(ev.dataset, ev.max_length),
         num_examples=result.num_examples, recipe=recipe.to_dict(), recipe_key=recipe.key(),
         description=result.description, mode=result.mode, metric_name=result.metric_name, metric=result.metric,
         metrics=result.metrics, loss=result.loss, agreement=result.agreement,

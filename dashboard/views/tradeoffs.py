@@ -1,5 +1,10 @@
 """Trade-offs: every recipe evaluated in this session, the Pareto front, two recipes compared.
 
+Beside the session's own rows, the results store's rows of the same model and data (matched by
+fingerprint; dashboard/history.py): earlier dashboard sessions, the CLI, sweeps, the search and
+recovery, each with its source and store id, filtered by source, deletable from the store; a
+stored recipe can be exported or made current again after a restart.
+
 Accuracy vs size and accuracy vs latency, with the baseline and the Pareto front
 (analysis.measure.pareto: no other recipe is both smaller/faster and at least as accurate; one
 point per recipe key). Latency is the deployed model's time over the baseline's, timed
@@ -22,6 +27,7 @@ import streamlit as st
 
 from analysis.core.recipe import Recipe
 from analysis.measure.pareto import pareto_front
+from dashboard import history as store_history
 from dashboard import resources, state, widgets
 
 
@@ -39,6 +45,8 @@ def session_table(choice) -> tuple[pd.DataFrame, dict]:
     history.setdefault((choice.key(), Recipe().key()), Recipe())
     rows, recipes = [], {}
     base = resources.evaluate(choice, Recipe())
+    store_history.add(choice, Recipe())  # the baseline is a stored row too (the reference of every other)
+    written = st.session_state.get(state.STORE_WRITTEN, {})
     entries = [recipe for (choice_key, _), recipe in list(history.items()) if choice_key == choice.key()]
     labels = [widgets.recipe_label(r) for r in entries]
     for recipe, label in zip(entries, labels):
@@ -59,12 +67,73 @@ def session_table(choice) -> tuple[pd.DataFrame, dict]:
             "latency predicted (FLOPs)": lat.predicted_ratio,
             "load": lat.load_average,
             "backend": "Headroom recipe (simulated metric)",
+            "source": store_history.SOURCE,
+            "stored id": written.get((choice.key(), recipe.key())),
             "examples": res.num_examples,
             "device": res.device,
             "url recipe": state.encode_recipe(recipe),
         })
     rows += backend_rows(choice)
     return pd.DataFrame(rows), recipes
+
+
+def stored_table(choice, base, session_ids: set, recipes: dict) -> pd.DataFrame:
+    """The results store's rows for this model and data (every source) that are not this session's own:
+    earlier dashboard sessions, the CLI, sweeps, the search, recovery. One row per (source, recipe,
+    mode, dtype): the newest. Latency only where the row has a ratio timed against the baseline.
+    Each stored recipe not in the session joins `recipes` as (recipe, None, label): it can be exported
+    and made current (its result is computed then), not compared (no predictions kept)."""
+    rows, seen = [], set()
+    for r in store_history.stored_rows(choice):
+        ident = (r.source, r.recipe_key, r.mode, r.dtype)
+        if r.id in session_ids or ident in seen:
+            continue
+        seen.add(ident)
+        try:
+            recipe = Recipe.from_dict(r.recipe)
+            code = state.encode_recipe(recipe)
+            label = widgets.recipe_label(recipe)
+            recipes.setdefault(recipe.key(), (recipe, None, f"{label} [{r.source} #{r.id}]"))
+        except Exception:  # noqa: BLE001 - a row written by another version: shown by its description
+            code, label = "?", r.description
+        lat = r.latency or {}
+        size = r.size or {}
+        rows.append({
+            "recipe": f"{label} [{r.source} #{r.id}]",
+            base.metric_name: r.metric,
+            "change (pts)": None if r.metric is None or base.metric is None else round(100 * (r.metric - base.metric), 2),
+            "agreement": r.agreement,
+            "size MB": r.size_mb,
+            "% of baseline size": None if size.get("fraction_of_baseline") is None else 100 * size["fraction_of_baseline"],
+            LATENCY_COL: lat.get("front_ratio"),
+            "latency (interleaved with baseline)": None,
+            "latency predicted (FLOPs)": lat.get("predicted_ratio"),
+            "load": lat.get("load_average"),
+            "backend": f"stored {r.mode} ({r.created_at})",
+            "source": r.source,
+            "stored id": r.id,
+            "examples": r.num_examples,
+            "device": r.device,
+            "url recipe": f"{code}|{r.source}#{r.id}",  # one key per stored row
+        })
+    return pd.DataFrame(rows)
+
+
+def _stored_controls(choice, df: pd.DataFrame) -> None:
+    """Delete stored rows (the results store's, of every source); this session's in-memory rows stay."""
+    ids = [int(i) for i in df["stored id"].dropna()] if "stored id" in df else []
+    if not ids:
+        return
+    labels = dict(zip(df["stored id"], df["recipe"]))
+    with st.expander(f"Delete stored rows ({len(ids)} shown here are in the results store)"):
+        pick = st.multiselect("Rows to delete from the results store", ids, key="to_delete_pick",
+                              format_func=lambda i: f"#{i} · {labels.get(i, '')}"[:120])
+        if st.button("Delete from the store", key="to_delete", disabled=not pick, type="secondary",
+                     help="Removes the rows from the results store file (every source); this session's own rows "
+                          "stay in its memory until a restart."):
+            n = store_history.delete(pick)
+            st.toast(f"Deleted {n} row{'s' if n != 1 else ''} from the results store.")
+            st.rerun()
 
 
 def backend_rows(choice) -> list[dict]:
@@ -83,11 +152,24 @@ def backend_rows(choice) -> list[dict]:
             "latency predicted (FLOPs)": None,
             "load": row["load_average"],
             "backend": f"{row['backend']} (measured metric, size on disk)",
+            "source": store_history.SOURCE,  # measured in this session (not written to the store)
+            "stored id": None,
             "examples": row["examples"],
             "device": row["device"],
             "url recipe": f"{row['url recipe']}|{row['backend']}",  # one key per (recipe, backend)
         })
     return out
+
+
+def _source_filter(df: pd.DataFrame) -> pd.DataFrame:
+    """Which sources the table and the charts show (the baseline row always: it is the reference)."""
+    found = [s for s in df["source"].dropna().unique() if s not in store_history.SOURCES]
+    options = list(store_history.SOURCES) + sorted(found)
+    picked = st.pills("Sources", options, selection_mode="multi", default=options, key="to_sources",
+                      help="dashboard: this session and earlier ones; cli: headroom evaluate; sweep, search, "
+                           "recovery: their runs. Rows come from the results store of this model and data.")
+    keep = df["source"].isin(picked or []) | df["source"].isna() | (df["url recipe"] == "")
+    return df[keep].reset_index(drop=True)
 
 
 def _scatter(df: pd.DataFrame, metric: str, xcol: str, title: str, key: str, from_zero: bool) -> None:
@@ -118,7 +200,7 @@ def _scatter(df: pd.DataFrame, metric: str, xcol: str, title: str, key: str, fro
 
 
 def _compare(choice, ev, recipes: dict) -> None:
-    keys = list(recipes)
+    keys = [k for k, v in recipes.items() if v[1] is not None]  # this session's: their predictions are in memory
     if len(keys) < 2:
         st.info("Evaluate at least two recipes (toggle heads, drop layers, pick bits) to compare them.")
         return
@@ -173,7 +255,10 @@ def _materialized_zip(ev, recipe: Recipe) -> bytes:
 
 def render() -> None:
     st.title("Trade-offs")
-    st.caption("Every recipe evaluated in this session on the current model and data.")
+    st.caption("Every recipe evaluated on the current model and data: this session's, and the results store's "
+               "(earlier sessions, the CLI, sweeps, the search, recovery).")
+    if store_history.problem():
+        st.caption(":material/warning: The results store cannot be used: this session's history is in memory only.")
     ctx = widgets.context()
     if ctx is None:
         return
@@ -183,17 +268,22 @@ def render() -> None:
                      help="Sixteen Heads ranks heads by this session's importance (Michel's is computed if none)"):
             from analysis.methods.presets import PRESETS
 
-            history = st.session_state.setdefault(state.HISTORY, {})
             recipes = [widgets.preset_recipe(choice, ev, name) for name in PRESETS]
             with st.spinner("Evaluating the presets ..."):
                 for recipe in recipes:
                     resources.evaluate(choice, recipe)
                     resources.latency(choice, recipe)
-                    history[(choice.key(), recipe.key())] = recipe
+                    store_history.add(choice, recipe)
         df, recipes = session_table(choice)
+        session_ids = {int(i) for i in df["stored id"].dropna()} if "stored id" in df else set()
+        stored = stored_table(choice, resources.evaluate(choice, Recipe()), session_ids, recipes)
+        if not stored.empty:
+            df = pd.concat([df, stored], ignore_index=True)
         if df.empty:
             st.info("No recipe evaluated yet: change something on the Heads, Layers or Bits page.")
             return
+        df["stored id"] = df["stored id"].astype("Int64")
+        df = _source_filter(df)
         metric = ev.baseline.metric_name
         from_zero = st.toggle("y axis from 0%", value=False, key="to_from_zero",
                               help="Off: the axis zooms to the recipes' range, so small differences show.")
@@ -207,11 +297,14 @@ def render() -> None:
         shown = df.copy()
         for col in (metric, "agreement"):
             shown[col] = (100 * shown[col]).round(2)
+        for col in ("size MB", "% of baseline size"):
+            shown[col] = pd.to_numeric(shown[col]).round(1)
         shown = shown.rename(columns={metric: f"{metric} (%)", "agreement": "agreement (%)"})
         st.dataframe(shown.round(3), hide_index=True, key="to_table",
                      column_config={"recipe": st.column_config.TextColumn(width="large"),
                                     "size MB": st.column_config.NumberColumn(format="%.1f"),
                                     "% of baseline size": st.column_config.NumberColumn(format="%.1f")})
+        _stored_controls(choice, df)
         _measured_rows()
         d1, d2, d3, d4 = st.columns(4)
         d1.download_button("Download the table (CSV)", shown.round(4).to_csv(index=False).encode(),
