@@ -64,7 +64,9 @@ def load_data(choice: DataChoice):
     if choice.data == "tiny":
         from analysis.testing import tiny_dataset
 
-        ds = tiny_dataset(n=choice.limit or 60)
+        # the tiny data's "train" split: other made-up sentences (a search chooses on them)
+        ds = tiny_dataset(n=choice.limit or 60, seed=1 if choice.split == "train" else 0)
+        ds.name = f"tiny:{choice.split}"
         return ds
     return load_dataset(
         choice.data, choice.split, limit=choice.limit or None,

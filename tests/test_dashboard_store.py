@@ -142,6 +142,8 @@ def test_find_recipes_runs_a_search_job_and_its_front_reaches_trade_offs(store_p
     at.run()
     assert not at.exception and [e.value for e in at.error] == []
     front = next(d.value for d in at.dataframe if "speedup measured (materialized)" in d.value.columns)
+    assert any("scored once" in c for c in front.columns)  # the held-out score beside the one that chose
+    assert any("Chosen on" in c.value and "train" in c.value for c in at.caption)  # the page says where it chose
     assert len(front) == len(job.result["front"]) >= 1
     rows = ResultStore(store_path).list(source="search")
     assert len(rows) == job.result["store_rows_written"] >= 8
@@ -151,6 +153,11 @@ def test_find_recipes_runs_a_search_job_and_its_front_reaches_trade_offs(store_p
     front_keys = {Recipe.from_dict(r["recipe"]).key() for r in job.result["front"]}
     stored = {ResultStore(store_path).get(int(i)).recipe_key for i in t.loc[t["source"] == "search", "stored id"]}
     assert front_keys <= stored  # every front recipe is a row on Trade-offs
+    # chosen on the train split, scored once on the session's examples: only those scores are this data's rows
+    sel = job.result["selection"]
+    assert sel["scored_on"] is not None and sel["scored_examples"] >= 1
+    assert all("eval_metric" in r for r in job.result["front"])
+    assert (t["source"] == "search").sum() == len(front_keys)  # the trials (train data) are not this data's rows
 
 
 def test_find_recipes_stop_ends_the_job(store_path):

@@ -93,7 +93,15 @@ def search(ev, config: StudyConfig, *, store=None, storage_path=None, study_name
     scored = []
     if score_on is not None:
         report(progress, 1.0, f"scoring the {len(front)} front recipes once on {score_on.dataset.name}")
-        scored = [score_on.evaluate(o.recipe, cancel=cancel).metric for o in front]
+        for o in front:
+            result = score_on.evaluate(o.recipe, cancel=cancel)
+            scored.append(result.metric)
+            if store is not None:  # the front as a row of the evaluation data (Trade-offs of that data shows it)
+                store.add(record_evaluation(score_on, result, source="search", extra={
+                    "study": name, "storage": str(path), "role": "front, scored once after the search",
+                    "chosen_on": ev.dataset.name, "chosen_examples": len(ev.dataset),
+                    "predicted_speedup": o.predicted_speedup}))
+                rows_written[0] += 1
 
     labels = {
         "metric": f"{ev.baseline.metric_name}, simulated (Headroom forward: fake-quantised weights, masked heads, "

@@ -2,9 +2,11 @@
 
 A multi-objective search (Optuna NSGA-II or TPE) over the fraction of heads pruned in importance
 order, the layers dropped (a Sajjad strategy and k) and per-layer weight bits, for the metric and
-one cost (size, or latency predicted from counted FLOPs). Every trial is evaluated by the fast
-incremental evaluation (simulated) on the session's examples, and written to the results store
-(source "search"), so the front is on Trade-offs (filter "search"); the front's recipes are then
+one cost (size, or latency predicted from counted FLOPs). The recipes are chosen on the train split
+(as many examples as the session's subset; the session's own examples only where there is no train
+split, labelled so), never on the evaluation examples; every trial is evaluated by the fast incremental
+evaluation (simulated) and written to the results store (source "search"). The front is then scored once
+on the session's examples (those rows are what Trade-offs shows, filter "search"), and its recipes are
 materialized and their latency measured against the unmodified model.
 """
 
@@ -16,12 +18,12 @@ import tempfile
 import pandas as pd
 import streamlit as st
 
-from dashboard import history, widgets
+from dashboard import history, resources, state, widgets
 
 JOB = "recipe search"
 
 
-def _run(ev, config, store, storage_path, name: str):
+def _run(chooser, ev, config, store, storage_path, name: str):
     import optuna
 
     from analysis.search.run import search
@@ -29,18 +31,40 @@ def _run(ev, config, store, storage_path, name: str):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def fn(job):
-        return search(ev, config, store=store, storage_path=storage_path, study_name=name,
-                      progress=job.report, cancel=job.cancel)
+        return search(chooser, config, store=store, storage_path=storage_path, study_name=name,
+                      progress=job.report, cancel=job.cancel, score_on=None if chooser is ev else ev)
     return fn
 
 
+def _train_choice(choice) -> state.DataChoice | None:
+    """The session's data on its train split (same subset size), or None where there is none: an uploaded
+    file, or a session already on train."""
+    import dataclasses
+    from pathlib import Path
+
+    if choice.split == "train" or Path(choice.data).is_file():
+        return None
+    return dataclasses.replace(choice, split="train")
+
+
 def _front(result: dict, metric_name: str) -> None:
-    rows = [{"recipe": r["description"], f"{metric_name} (%, simulated)": round(100 * r["metric"], 2),
-             "drop (pts)": round(r["drop_points"], 2), "size MB": round(r["size_mb"], 1),
+    sel = result["selection"]
+    chose = f"{metric_name} (%, {sel['chosen_on']}, chose)"
+    rows = [{"recipe": r["description"], chose: round(100 * r["metric"], 2),
+             **({f"{metric_name} (%, {sel['scored_on']}, scored once)": round(100 * r["eval_metric"], 2)}
+                if "eval_metric" in r else {}),
+             "drop (pts, chose)": round(r["drop_points"], 2), "size MB": round(r["size_mb"], 1),
              "speedup predicted (FLOPs)": r.get("predicted_speedup"),
              "speedup measured (materialized)": r.get("measured_speedup")} for r in result["front"]]
     st.markdown(f"**Pareto front: {len(rows)} recipes** of {result['trials']} trials "
                 f"({result['minutes']:.1f} min, {result['store_rows_written']} rows written to the results store)")
+    if sel["scored_on"]:
+        st.caption(f"Chosen on {sel['examples']} examples of {sel['chosen_on']}; each front recipe then scored once on "
+                   f"this session's {sel['scored_examples']} examples of {sel['scored_on']} (baseline "
+                   f"{100 * sel['baseline_eval_metric']:.2f}%), which chose nothing. Metrics simulated.")
+    else:
+        st.caption(f":material/warning: Chosen and scored on the same {sel['examples']} examples ({sel['chosen_on']}): "
+                   "these figures are optimistic; score the recipes on held-out data before quoting them.")
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, key="search_front",
                      column_config={"recipe": st.column_config.TextColumn(width="large"),
@@ -57,8 +81,9 @@ def _front(result: dict, metric_name: str) -> None:
 def render() -> None:
     st.title("Find recipes")
     st.caption("A multi-objective search (Optuna) over heads pruned in importance order, layers dropped and bits per "
-               "layer. Metrics are simulated on this session's examples, which choose the recipes; the front's "
-               "latency is then measured on materialized models. The front lands on Trade-offs (source: search).")
+               "layer. The recipes are chosen on the train split, never on the examples you evaluate on; the front is "
+               "then scored once on this session's examples and its latency measured on materialized models. "
+               "The front lands on Trade-offs (source: search).")
     ctx = widgets.context()
     if ctx is None:
         return
@@ -71,6 +96,13 @@ def render() -> None:
         sampler = c3.selectbox("Sampler", ["nsga2", "tpe"], key="search_sampler")
         target_text = c4.text_input("Target (optional)", key="search_target", placeholder="drop<=1,speedup>=1.5,size<=40",
                                     help="Limits a recipe must meet: drop<=points, speedup>=x, size<=MB")
+        train = _train_choice(choice)
+        if train is None:
+            st.caption(f":material/warning: {state.data_label(choice)} has no separate train split here: the search "
+                       "chooses on this session's examples, and its figures are not held out.")
+        else:
+            st.caption(f"Chooses on {train.limit or 'all'} examples of {state.data_label(train)} / train; scores the "
+                       f"front on this session's {len(ev.dataset)} examples ({choice.split}).")
         job = widgets.get_job(JOB)
         running = job is not None and not job.done
         if st.button("Find recipes", key="search_run", type="primary", disabled=running):
@@ -84,7 +116,8 @@ def render() -> None:
             name = f"dashboard-{ev.loaded.name}-{ev.dataset.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
             store = history.search_store()
             path = store.path if store is not None else f"{tempfile.mkdtemp(prefix='headroom-study-')}/study.sqlite"
-            widgets.start_job(JOB, _run(ev, config, store, path, name))
+            chooser = ev if train is None else resources.evaluator(train)  # cached: tokenised once per session
+            widgets.start_job(JOB, _run(chooser, ev, config, store, path, name))
             st.rerun()
         if history.problem():
             st.caption(":material/warning: The results store cannot be used: the front is shown here only.")
