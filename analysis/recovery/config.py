@@ -16,16 +16,20 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from analysis.core.adapters import ROLES
 from analysis.configs import default_of, from_mapping, parse_json
 from analysis.errors import HeadroomError
 
 LAYER_MAPS = ("original", "uniform")
+PRUNE_METHODS = ("none", "magnitude", "movement")  # analysis.recovery.pruning
 
 
 def _field(default, *, help: str, minimum: float | None = None, above: bool = False,
-           choices: tuple | None = None):
+           choices: tuple | None = None, factory=None):
     """A config field with its help text, and the range or choices its value must lie in."""
     meta = {"help": help, "minimum": minimum, "above": above, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -51,6 +55,26 @@ class RecoveryConfig:
     qat: bool = _field(False, help="train with the recipe's bits applied in the forward pass and a straight-through "
                                    "gradient (quantisation-aware training, Q8BERT); otherwise the bits are applied "
                                    "once, after training")
+    # -------------------------------------------------------------- pruning during fine-tuning (pruning.py)
+    prune_method: str = _field("none", choices=PRUNE_METHODS,
+                               help="prune the encoder's linears while training: 'magnitude' = gradual magnitude "
+                                    "pruning (top-k of |W|, Zhu & Gupta 2017), 'movement' = learned scores with a "
+                                    "straight-through top-k (Sanh et al. 2020); 'none' = keep every weight (a recipe's "
+                                    "own zeros are always kept)")
+    prune_sparsity: float = _field(0.0, minimum=0, help="final fraction of zeros of every pruned matrix (local, "
+                                                         "exact: round(s x n) of its n weights), in [0, 1)")
+    prune_roles: list = _field(None, factory=lambda: list(ROLES),
+                               help="matrices of each layer pruned (of query, key, value, attention_output, ffn_in, "
+                                    "ffn_out; embeddings and classifier stay dense)")
+    prune_warmup: float = _field(0.1, minimum=0, help="fraction of training before pruning starts (t_i of the cubic "
+                                                       "schedule)")
+    prune_end: float = _field(0.7, minimum=0, help="fraction of training at which the final sparsity is reached "
+                                                    "(t_f; the rest trains at it and model selection happens there)")
+    prune_every: int = _field(1, minimum=1, help="steps between two magnitude masks (movement recomputes its top-k "
+                                                 "every step)")
+    prune_lr: float = _field(1e-2, minimum=0, above=True,
+                             help="AdamW learning rate of movement pruning's scores (no weight decay; the paper's "
+                                  "mask_scores_learning_rate)")
     # -------------------------------------------------------------- budget and optimiser
     epochs: int = _field(1, minimum=1, help="epochs over the train split (the schedule's length)")
     minutes: float | None = _field(None, minimum=0, above=True,
@@ -100,12 +124,40 @@ class RecoveryConfig:
                 if value < low or (meta["above"] and value <= low):
                     raise HeadroomError(f"Recovery option {f.name} must be {'above' if meta['above'] else 'at least'} "
                                         f"{low:g} (got {value:g}).")
+        self._validate_pruning()
         if self.warmup_ratio >= 1:
             raise HeadroomError(f"Recovery option warmup_ratio must be below 1 (got {self.warmup_ratio:g}).")
         if not any((self.ce_weight, self.kd_weight, self.hidden_weight, self.attention_weight, self.pkd_weight)):
             raise HeadroomError("Every objective weight is 0, so there is nothing to train for; set ce_weight or "
                                 "kd_weight above 0.")
         return self
+
+    def _validate_pruning(self) -> None:
+        if not isinstance(self.prune_roles, list) or not self.prune_roles or \
+                any(r not in ROLES for r in self.prune_roles):
+            raise HeadroomError(f"Recovery option prune_roles must be a non-empty list of {', '.join(ROLES)} "
+                                f"(got {self.prune_roles!r}).")
+        if self.prune_sparsity >= 1:
+            raise HeadroomError(f"Recovery option prune_sparsity must be below 1, a fraction of zeros in [0, 1) "
+                                f"(got {self.prune_sparsity:g}).")
+        for name in ("prune_warmup", "prune_end"):
+            if getattr(self, name) > 1:
+                raise HeadroomError(f"Recovery option {name} is a fraction of training, at most 1 "
+                                    f"(got {getattr(self, name):g}).")
+        if self.prune_method == "none":
+            if self.prune_sparsity > 0:
+                raise HeadroomError(f"prune_sparsity {self.prune_sparsity:g} needs a prune_method (magnitude or "
+                                    "movement); a recipe's one-shot sparsity is its 'sparsity' field instead.")
+            return
+        if self.prune_sparsity == 0:
+            raise HeadroomError(f"prune_method {self.prune_method} needs a prune_sparsity above 0 (e.g. 0.9).")
+        if self.prune_end < self.prune_warmup:
+            raise HeadroomError(f"prune_end ({self.prune_end:g}) comes before prune_warmup ({self.prune_warmup:g}); "
+                                "the final sparsity must be reached after pruning starts.")
+        if self.prune_method == "movement" and self.prune_end == 0:
+            raise HeadroomError("Movement pruning learns its scores during training, so prune_end 0 (every weight "
+                                "pruned before the first step, on untrained scores) is impossible; use magnitude or "
+                                "a prune_end above 0.")
 
     @property
     def needs_teacher(self) -> bool:

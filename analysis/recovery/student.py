@@ -20,6 +20,7 @@ through `simulate`'s read-only forward under `torch.no_grad()`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,7 @@ from analysis.core.materialize import materialize
 from analysis.core.quantize import FULL_BITS, QuantScheme, fake_quantize, fake_quantize_activations
 from analysis.core.recipe import Recipe
 from analysis.errors import HeadroomError
+from analysis.recovery.pruning import Pruner, fixed_masks, slots
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -86,6 +88,8 @@ class Student:
     qat: bool = False
     #: parameter name -> (scheme, role) of each matrix fake-quantised in the forward (QAT only)
     quantized: dict[str, tuple[QuantScheme, str]] = field(default_factory=dict)
+    #: the masks of the forward: the recipe's zeros kept, and the pruning schedule (pruning.py)
+    pruner: Pruner | None = None
     _in_forward: bool = False
 
     @property
@@ -96,12 +100,14 @@ class Student:
         """The HF forward (train or eval mode as the model is), bits applied straight-through under QAT."""
         kwargs = dict(batch.model_inputs(), output_hidden_states=output_hidden_states,
                       output_attentions=output_attentions)
-        if not self.quantized:
+        pruning = self.pruner is not None and self.pruner.active
+        if not self.quantized and not pruning:
             return self.model(**kwargs)
         hs = self.adapter.head_size
         params = dict(self.model.named_parameters())
-        swapped = {name: ste_fake_quantize(params[name], scheme, role, hs)
-                   for name, (scheme, role) in self.quantized.items()}
+        swapped = self.pruner.swapped(params) if pruning else {}  # W * mask: zeros first, then the bits
+        swapped.update({name: ste_fake_quantize(swapped.get(name, params[name]), scheme, role, hs)
+                        for name, (scheme, role) in self.quantized.items()})
         self._in_forward = True
         try:
             return functional_call(self.model, swapped, args=(), kwargs=kwargs, strict=False)
@@ -117,13 +123,19 @@ class Student:
         Its config records the recipe in the teacher's numbering (`headroom_recipe`), as
         `materialize` does, so a card and a reloaded model say what was taken out.
         """
-        out = materialize(self.model, bits_recipe(self.recipe, self.kept_layers, self.teacher_layers))
+        bits = bits_recipe(self.recipe, self.kept_layers, self.teacher_layers)
+        with self.pruner.applied() if self.pruner is not None else contextlib.nullcontext():  # masked weights zeroed in the copy
+            out = materialize(self.model, bits)
         out.config.headroom_recipe = self.recipe.to_dict()  # materialize wrote the student-numbered one
         return out.eval()
 
 
-def build_student(teacher: nn.Module, recipe: Recipe, *, qat: bool = False) -> Student:
-    """The student of `recipe`: the materialized heads/layers, trainable, with QAT when asked."""
+def build_student(teacher: nn.Module, recipe: Recipe, *, qat: bool = False, config=None) -> Student:
+    """The student of `recipe`: the materialized heads/layers, trainable, with QAT when asked.
+
+    The matrices the recipe sparsified keep their zeros (a fixed mask in the forward and at export);
+    `config` (a RecoveryConfig) with a `prune_method` adds gradual pruning of its `prune_roles`.
+    """
     adapter = Adapter(teacher)
     adapter.validate(recipe)
     L = adapter.num_layers
@@ -137,6 +149,16 @@ def build_student(teacher: nn.Module, recipe: Recipe, *, qat: bool = False) -> S
     kept = [i for i in range(L) if i not in set(recipe.dropped_layers)]
     kept_heads = [recipe.kept_heads(i, adapter.heads_in_layer(i)) for i in kept]
     student = Student(model, recipe, kept, kept_heads, L, qat=qat)
+    method = getattr(config, "prune_method", "none")
+    if method != "none" and recipe.has_sparsity():
+        raise HeadroomError("The recipe already has one-shot sparsity; prune either with the recipe's sparsity or "
+                            "during recovery (prune_method), not both.")
+    fixed = fixed_masks(model, recipe, kept, L)
+    if fixed or method != "none":
+        targets = slots(model, config.prune_roles) if method != "none" else []
+        student.pruner = Pruner(model, fixed=fixed, method=method, targets=targets,
+                                final=getattr(config, "prune_sparsity", 0.0), start=getattr(config, "prune_warmup", 0.0),
+                                end=getattr(config, "prune_end", 1.0), every=getattr(config, "prune_every", 1))
     if qat:
         _install_qat(student)
     return student
