@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from analysis.configs import default_of
+
 from analysis.errors import HeadroomError
 
 from .arguments import count, number
@@ -32,8 +34,21 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"'{text}' is not true or false")
 
 
+def _comma_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma list")
+    return items
+
+
+#: extra spellings of a field's flag
+ALIASES = {"prune_method": ["--prune"]}
+
+
 def _type(f):
-    meta, default = f.metadata, f.default
+    meta, default = f.metadata, default_of(f)
+    if isinstance(default, list):
+        return _comma_list
     if isinstance(default, bool):
         return _bool
     if meta.get("minimum") is not None:
@@ -57,10 +72,13 @@ def register(sub) -> None:
     for f in fields(RecoveryConfig):
         if f.name in SKIP:
             continue
-        kw = {"type": _type(f), "default": None, "help": f"{f.metadata['help']} (default: {f.default})"}
+        default = default_of(f)
+        shown = ",".join(default) if isinstance(default, list) else default
+        kw = {"type": _type(f), "default": None, "help": f"{f.metadata['help']} (default: {shown})",
+              "dest": f.name}
         if f.metadata.get("choices"):
             kw["choices"] = f.metadata["choices"]
-        p.add_argument(_flag(f.name), **kw)
+        p.add_argument(_flag(f.name), *ALIASES.get(f.name, []), **kw)
     p.add_argument("--out", default=None, help="a new directory for the recovered model (left out: save nothing)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory whole")
     p.add_argument("--resume", default=None, help="continue the stopped run saved in this directory (writes back to it)")

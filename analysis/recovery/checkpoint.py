@@ -47,7 +47,8 @@ def training_state(student, optimizer, schedule, run: dict, recipe: Recipe, seco
             "student": {k: v.detach().cpu() for k, v in student.model.state_dict().items()},
             "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "torch_rng": torch.get_rng_state(), **{k: run[k] for k in (
-                "step", "epoch", "batch", "epoch_rng", "history", "best", "best_metric", "best_step")}}
+                "step", "epoch", "batch", "epoch_rng", "history", "best", "best_metric", "best_step",
+                "pruner", "best_pruner") if k in run}}
 
 
 def load_training_state(path: str) -> dict:
@@ -85,8 +86,19 @@ def save_recovered(model, tokenizer, out_dir: str, recipe: Recipe, result: dict,
         if training_state is not None:
             torch.save(training_state, tmp / STATE_FILE)
         weights = sum(os.path.getsize(tmp / f) for f in os.listdir(tmp) if f.endswith(".safetensors"))
-    return {"weights_bytes": weights, "plain_transformers_loadable": plain_loadable(model.config),
-            "resumable": training_state is not None}
+        sparse = None
+        if "pruning" in result or recipe.has_sparsity():  # the zeros' honest size: bitmask and CSR files
+            from analysis.measure.sparse_files import FORMATS, write_sparse_state
+
+            state = model.state_dict()
+            os.makedirs(tmp / "sparse")
+            sparse = {fmt: write_sparse_state(state, str(tmp / "sparse" / f"{fmt}.safetensors"), fmt) for fmt in FORMATS}
+    saved = {"weights_bytes": weights, "plain_transformers_loadable": plain_loadable(model.config),
+             "resumable": training_state is not None}
+    if sparse is not None:
+        saved["sparse_weights_bytes"] = {"dense_with_zeros": weights, **sparse,
+                                         "files": {fmt: f"sparse/{fmt}.safetensors" for fmt in sparse}}
+    return saved
 
 
 def _plain(o):
@@ -121,6 +133,19 @@ def model_card(c: dict) -> str:
              + (f" (held-out {sel['metric']} {_pct(sel['holdout_metric'])})." if sel["metric"] else "."),
              f"- Device: {c['device']}{', bf16 autocast' if c['bf16_autocast'] else ', fp32'}; trained for "
              f"{c['train_minutes']:.2f} minutes.", ""]
+    pr = c.get("pruning")
+    if pr and pr["method"] != "none":
+        sch = pr["schedule"]
+        lines[-1:-1] = [f"- Pruning: {pr['method']} pruning during fine-tuning of {', '.join(pr['roles'])} "
+                        f"(embeddings and classifier dense), {pr['scope']}, to {pr['final_sparsity']:.0%} zeros per "
+                        f"matrix ({pr['zeros']:,} of {pr['pruned_weights']:,} weights); {sch['kind']} from "
+                        f"{sch['start_fraction']:.0%} to {sch['end_fraction']:.0%} of training, mask every "
+                        f"{sch['mask_every_steps']} step(s)"
+                        + (f"; scores init 0, lr {pr['scores']['lr']:g}, straight-through top-k" if "scores" in pr else "")
+                        + f". Note: {pr['note']}."]
+    elif pr and pr["recipe_zeros_kept"]:
+        lines[-1:-1] = [f"- The recipe's {pr['recipe_zeros_kept']:,} zeros were kept during training (masked forward). "
+                        f"Note: {pr['note']}."]
     if ev:
         lines += [f"## Test metric ({ev['split']}, {ev['examples']:,} examples, scored after training)", "",
                   f"| model | {ev['metric']} |", "| --- | --- |",

@@ -119,8 +119,9 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
     teacher = loaded.model
     teacher_dev = teacher if next(teacher.parameters()).device == dev else copy.deepcopy(teacher).to(dev)
     teacher_sim = SimulatedModel(Adapter(teacher_dev), Recipe()) if config.needs_teacher else None
-    student = build_student(teacher, recipe, qat=config.qat)
+    student = build_student(teacher, recipe, qat=config.qat, config=config)
     student.model.to(dev)
+    pruner = student.pruner.to(dev) if student.pruner is not None else None
     if config.freeze_word_embeddings:
         student.adapter.word_embeddings.weight.requires_grad_(False)
     layer_map = LayerMap.build(config.layer_map, student.kept_layers, student.teacher_layers)
@@ -137,6 +138,10 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
 
     params = [p for p in student.model.parameters() if p.requires_grad]
     optimizer = adamw(params, config.lr, config.weight_decay, dev)
+    scores = pruner.score_parameters() if pruner is not None else []
+    if scores:  # movement pruning's scores: their own learning rate, no weight decay (Sanh et al. 2020)
+        optimizer.add_param_group({"params": scores, "lr": config.prune_lr, "weight_decay": 0.0})
+    clipped = params + scores
     steps_per_epoch = -(-len(train_ds) // config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     budget_s = config.minutes * 60 if config.minutes else None
@@ -155,7 +160,7 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
     bf16 = use_bf16(dev)
 
     run = {"step": 0, "epoch": 0, "batch": 0, "epoch_rng": order_rng.get_state(), "history": [],
-           "best": None, "best_metric": None, "best_step": None}
+           "best": None, "best_metric": None, "best_step": None, "pruner": None, "best_pruner": None}
     if resume:
         state = load_training_state(resume)
         if state["recipe"] != recipe.key():
@@ -165,7 +170,9 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["torch_rng"])
         run.update({k: state[k] for k in ("step", "epoch", "batch", "epoch_rng", "history", "best",
-                                          "best_metric", "best_step")})
+                                          "best_metric", "best_step", "pruner", "best_pruner") if k in state})
+        if pruner is not None and run["pruner"] is not None:
+            pruner.load_state_dict(run["pruner"])
         clock["before"] = state["seconds"]
 
     def score_holdout() -> float | None:
@@ -174,9 +181,12 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
         return evaluate(student.export(), held, tokenizer, max_length, dev)[held.metric]
 
     def keep_if_best(metric: float | None) -> None:
+        if pruner is not None and not pruner.at_final:  # only a model at the final sparsity may be chosen
+            return
         if metric is None or run["best_metric"] is None or metric > run["best_metric"]:
             run["best"] = {k: v.detach().to("cpu", copy=True) for k, v in student.model.state_dict().items()}
             run["best_metric"], run["best_step"] = metric, run["step"]
+            run["best_pruner"] = pruner.state_dict() if pruner is not None else None
 
     if not resume:
         before = score_holdout()
@@ -200,6 +210,8 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
             if budget_s and trained_seconds() >= budget_s:
                 out_of_time = True
                 break
+            if pruner is not None:
+                pruner.update(run["step"], fraction(run["step"]))
             members = batches[b]
             batch = collate(ids, types, members, pad_id).to(dev)
             student.model.train()
@@ -213,7 +225,7 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
             loss, parts = combined_loss(config, out, teacher_out, labels[members].to(dev), batch.attention_mask,
                                         layer_map, student.kept_heads)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, CLIP_NORM)
+            torch.nn.utils.clip_grad_norm_(clipped, CLIP_NORM)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
@@ -248,11 +260,16 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
         keep_if_best(score_holdout())  # the time budget ended between two scorings
     resume_state = None
     if stopped:
+        run["pruner"] = pruner.state_dict() if pruner is not None else None
         resume_state = training_state(student, optimizer, schedule, run, recipe, seconds)
     if held is None or run["best"] is None:
         run["best"], run["best_step"] = None, run["step"]  # no holdout: the last weights
     else:
         student.model.load_state_dict(run["best"])
+        if pruner is not None and run["best_pruner"] is not None:
+            pruner.load_state_dict(run["best_pruner"])
+    if pruner is not None and not stopped:
+        pruner.finish()  # a run cut short by its time budget still ships the final sparsity
     final = student.export()
 
     result = {
@@ -277,6 +294,8 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
                     "parameters": sum(p.numel() for p in final.parameters()),
                     "teacher_parameters": sum(p.numel() for p in teacher.parameters())},
     }
+    if pruner is not None:
+        result["pruning"] = _pruning_card(config, pruner)
     result["check"] = reference_logits(final, tokenizer, (held or train_ds).texts[:4], max_length, dev)
     test = None if stopped else _eval_data(loaded, config, test)  # the evaluation split, only now
     if test is not None:
@@ -287,6 +306,31 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
         result["saved"] = save_recovered(final, tokenizer, out_dir, recipe, result, overwrite=overwrite or bool(resume),
                                          inputs=(loaded.source,), training_state=resume_state)
     return result
+
+
+def _pruning_card(config: RecoveryConfig, pruner) -> dict:
+    """What the card says about the zeros: the method, its schedule, the zeros per matrix, and what they buy."""
+    from analysis.recovery.pruning import SPEED_NOTE
+
+    facts = pruner.describe()
+    card = {"method": config.prune_method, "note": SPEED_NOTE,
+            "recipe_zeros_kept": facts["recipe_zeros_kept"], "recipe_matrices_kept_sparse": facts["recipe_matrices_kept_sparse"]}
+    if config.prune_method != "none":
+        weights = sum(m["weights"] for m in facts["per_matrix"])
+        zeros = sum(m["zeros"] for m in facts["per_matrix"])
+        card.update({
+            "final_sparsity": config.prune_sparsity, "reached_sparsity": pruner.mask_sparsity,
+            "roles": list(config.prune_roles), "scope": "local (each matrix its own top-k)",
+            "schedule": {"kind": "cubic (Zhu & Gupta 2017, as Sanh et al. 2020)", "initial": 0.0,
+                         "start_fraction": config.prune_warmup, "end_fraction": config.prune_end,
+                         "mask_every_steps": 1 if config.prune_method == "movement" else config.prune_every,
+                         "formula": "s_t = s_f + (s_i - s_f) (1 - (t - t_i) / (t_f - t_i))^3"},
+            "pruned_matrices": len(facts["per_matrix"]), "pruned_weights": weights, "zeros": zeros,
+            "zero_fraction": zeros / weights if weights else 0.0, "per_matrix": facts["per_matrix"]})
+        if config.prune_method == "movement":
+            card["scores"] = {"init": 0.0, "lr": config.prune_lr, "weight_decay": 0.0,
+                              "gradient": "straight-through top-k: dL/dS = dL/dW' * W (Sanh et al. 2020)"}
+    return card
 
 
 def _before_after(loaded, final, recipe: Recipe, test: TextDataset, max_length: int, dev) -> dict:
