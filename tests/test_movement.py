@@ -62,6 +62,15 @@ def test_pruned_mask_is_exact_and_breaks_ties_by_position():
     assert int(m.sum()) == 3 and m.flatten().tolist() == [True, True, True, False, False, False]
 
 
+def test_fast_pruned_mask_equals_smallest_k():
+    from analysis.core.sparsity import smallest_k
+
+    torch.manual_seed(1)
+    for values in (torch.randn(48, 20), torch.randint(0, 3, (48, 20)).float(), torch.zeros(7, 9)):
+        for s in (0.0, 0.1, 0.5, 0.51, 0.97, 1.0):
+            assert torch.equal(pruned_mask(values, s).flatten(), smallest_k(values.flatten(), round(s * values.numel())))
+
+
 # ------------------------------------------------------------------------------------- the recipe's zeros kept
 def test_recovery_keeps_the_recipes_zeros_exactly(loaded, tmp_path):
     recipe = Recipe(sparsity=0.5, sparsity_roles=["query", "ffn_in"], masked_heads=[(0, 1)])

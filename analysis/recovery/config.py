@@ -70,8 +70,8 @@ class RecoveryConfig:
                                                        "schedule)")
     prune_end: float = _field(0.7, minimum=0, help="fraction of training at which the final sparsity is reached "
                                                     "(t_f; the rest trains at it and model selection happens there)")
-    prune_every: int = _field(1, minimum=1, help="steps between two magnitude masks (movement recomputes its top-k "
-                                                 "every step)")
+    prune_every: int = _field(1, minimum=1, help="steps between two masks (top-k of |W| or of the scores; 1 = every "
+                                                 "step, as the paper; the final sparsity's mask is always taken)")
     prune_lr: float = _field(1e-2, minimum=0, above=True,
                              help="AdamW learning rate of movement pruning's scores (no weight decay; the paper's "
                                   "mask_scores_learning_rate)")

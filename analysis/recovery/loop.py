@@ -323,7 +323,7 @@ def _pruning_card(config: RecoveryConfig, pruner) -> dict:
             "roles": list(config.prune_roles), "scope": "local (each matrix its own top-k)",
             "schedule": {"kind": "cubic (Zhu & Gupta 2017, as Sanh et al. 2020)", "initial": 0.0,
                          "start_fraction": config.prune_warmup, "end_fraction": config.prune_end,
-                         "mask_every_steps": 1 if config.prune_method == "movement" else config.prune_every,
+                         "mask_every_steps": config.prune_every,
                          "formula": "s_t = s_f + (s_i - s_f) (1 - (t - t_i) / (t_f - t_i))^3"},
             "pruned_matrices": len(facts["per_matrix"]), "pruned_weights": weights, "zeros": zeros,
             "zero_fraction": zeros / weights if weights else 0.0, "per_matrix": facts["per_matrix"]})

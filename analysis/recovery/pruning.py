@@ -20,7 +20,8 @@ Two things share one mechanism, a masked forward (as QAT swaps weights with `fun
     its shape (initialised to 0, trained by AdamW at `prune_lr` without weight decay, as the
     paper's code: `mask_scores_learning_rate`, constant init 0), the forward uses W * TopK(S) and
     the TopK is straight-through, so dL/dS = dL/dW' * W: a weight's score rises when it moves away
-    from zero and falls when it moves towards it. The mask is recomputed every step.
+    from zero and falls when it moves towards it. TopK(S) is retaken every `prune_every` steps
+    (the paper: every step), the straight-through gradient reaches S at every step.
 
 Held-out model selection only considers steps at the final sparsity, and the exported model is
 W * mask at s_f: exactly round(s_f * n) zeros per pruned matrix. ModernBERT's fused W_qkv is pruned
@@ -54,9 +55,26 @@ def cubic_sparsity(t: float, final: float, *, initial: float = 0.0, start: float
 
 
 def pruned_mask(values: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Bool mask (True = pruned) of the round(sparsity * n) smallest entries of `values`, ties by position."""
+    """Bool mask (True = pruned) of the round(sparsity * n) smallest entries of `values`, ties by position.
+
+    The same weights as `sparsity.smallest_k`, with the threshold found by `topk` of the smaller side
+    (4x faster than `kthvalue` on a 1536 x 384 matrix: the mask is taken every few training steps).
+    """
     flat = values.detach().flatten()
-    return smallest_k(flat, round(sparsity * flat.numel())).view(values.shape)
+    n, k = flat.numel(), round(sparsity * flat.numel())
+    if k <= 0 or k >= n:
+        return smallest_k(flat, k).view(values.shape)
+    if k <= n - k:  # the k-th smallest value
+        threshold = flat.topk(k, largest=False, sorted=False).values.max()
+    else:  # = the (n - k + 1)-th largest
+        threshold = flat.topk(n - k + 1, largest=True, sorted=False).values.min()
+    mask = flat < threshold
+    need = k - int(mask.sum())
+    tied = flat == threshold
+    if int(tied.sum()) == need:
+        return (mask | tied).view(values.shape)
+    mask[torch.nonzero(tied).flatten()[:need]] = True  # ties at the threshold: earliest positions first
+    return mask.view(values.shape)
 
 
 class _TopK(torch.autograd.Function):
@@ -74,6 +92,18 @@ class _TopK(torch.autograd.Function):
 def topk_keep(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """TopK(S) with the straight-through gradient of Sanh et al.'s TopKBinarizer."""
     return _TopK.apply(scores, sparsity)
+
+
+class _MaskStraightThrough(torch.autograd.Function):
+    """Forward: a given keep mask (TopK(S) taken at the last mask step). Backward: the gradient to S, unchanged."""
+
+    @staticmethod
+    def forward(ctx, scores, pruned):
+        return (~pruned).to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
 
 
 @dataclass(frozen=True)
@@ -128,7 +158,7 @@ class Pruner:
             for s in self.targets:
                 w = params[s.name]
                 self.scores[s] = nn.Parameter(torch.zeros(s.rows, w.shape[1], device=w.device, dtype=torch.float32))
-        if method == "magnitude":
+        if method != "none":
             self._recompute()
 
     # ------------------------------------------------------------------ schedule
@@ -158,9 +188,7 @@ class Pruner:
         if self.method == "none":
             return
         self.sparsity = cubic_sparsity(fraction, self.final, start=self.start, end=self.end)
-        if self.method == "movement":
-            self.mask_sparsity = self.sparsity  # TopK(S) is taken in every forward
-        elif step % self.every == 0 or (self.sparsity == self.final and self.mask_sparsity != self.final):
+        if step % self.every == 0 or (self.sparsity == self.final and self.mask_sparsity != self.final):
             self._recompute()
 
     def finish(self) -> None:
@@ -173,8 +201,10 @@ class Pruner:
     def _recompute(self) -> None:
         params = dict(self.model.named_parameters())
         for s in self.targets:
-            block = params[s.name][s.start:s.start + s.rows]
-            self.masks[s] = pruned_mask(block.abs().float(), self.sparsity)
+            if self.method == "movement":  # TopK of the learned scores
+                self.masks[s] = pruned_mask(self.scores[s], self.sparsity)
+            else:  # TopK of |W|
+                self.masks[s] = pruned_mask(params[s.name][s.start:s.start + s.rows].abs().float(), self.sparsity)
         self.mask_sparsity = self.sparsity
 
     # ------------------------------------------------------------------ masks
@@ -190,10 +220,8 @@ class Pruner:
         for s in sorted(mine, key=lambda s: s.start):
             if s.start > row:  # rows of a fused matrix that are not pruned
                 blocks.append(torch.ones(s.start - row, weight.shape[1], dtype=weight.dtype, device=weight.device))
-            if self.method == "movement":
-                scores = self.scores[s]
-                keep = topk_keep(scores, self.sparsity) if differentiable else \
-                    (~pruned_mask(scores, self.sparsity)).float()
+            if self.method == "movement" and differentiable:  # straight-through to the scores
+                keep = _MaskStraightThrough.apply(self.scores[s], self.masks[s].to(weight.device))
             else:
                 keep = (~self.masks[s]).float().to(weight.device)
             blocks.append(keep.to(weight.dtype))
