@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter
 from analysis.core.quantize import QuantScheme, quantized_bytes
 from analysis.core.recipe import Recipe
+from analysis.core.sharing import counted_elsewhere
 from analysis.measure.flops import COMPONENT_OF_ROLE
 
 MB = 1e6
@@ -79,8 +80,9 @@ def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
 
     dropped = set(recipe.dropped_layers)
     counted_shared = False
+    elsewhere = counted_elsewhere(adapter, recipe)  # grouped layers: counted on their group's first
     for i in range(adapter.num_layers):
-        if i in dropped or (adapter.shares_layers() and counted_shared):
+        if i in dropped or i in elsewhere or (adapter.shares_layers() and counted_shared):
             continue
         counted_shared = True
         parts = adapter.layer(i)
