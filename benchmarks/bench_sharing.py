@@ -6,12 +6,13 @@ size (parameters and MB counted from the recipe, and the bytes of the materializ
 file: a tied tensor is saved once), accuracy one-shot on the full evaluation split (Banking77 test,
 3,080; simulated, exact), then after recovery: `recover` with the ce objective, on the train split
 minus 500 held out for model selection (selection never sees the test split), for a time budget
-of `--minutes`. The recovered model is reloaded and its groups checked to still be tied.
+of one epoch (296 steps of 32; or `--minutes`, which on a shared CPU gives
+each recipe a different number of steps). The recovered model is reloaded and its groups checked to still be tied.
 
 Rows are written to `--out` as they finish; rerunning with the same `--out` skips the rows done.
 
-    OMP_NUM_THREADS=1 nice python benchmarks/bench_sharing.py --minutes 3 \
-        --out benchmarks/results/sharing_cpu_demo.json
+    OMP_NUM_THREADS=1 nice python benchmarks/bench_sharing.py --out benchmarks/results/sharing_cpu_demo_1epoch.json
+    OMP_NUM_THREADS=1 nice python benchmarks/bench_sharing.py --minutes 3 --out benchmarks/results/sharing_cpu_demo.json
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def saved_bytes(loaded, recipe: Recipe) -> int:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo")
-    p.add_argument("--minutes", type=float, default=3.0, help="training budget per recipe")
+    p.add_argument("--minutes", type=float, default=0.0,
+                   help="training budget per recipe (0 = one whole epoch, whatever the load: comparable rows)")
     p.add_argument("--only", default=None, help="comma list of recipe names to run")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -80,7 +82,7 @@ def main(argv=None):
     base = size_report(loaded.adapter, Recipe())
     header = {"model": args.model, "data": data, "eval_split": test.name, "eval_examples": len(test),
               "train": train.name, "train_examples_before_holdout": len(train), "objective": "ce",
-              "minutes_budget": args.minutes, "threads": torch.get_num_threads(), "device": "cpu",
+              "minutes_budget": args.minutes or None, "threads": torch.get_num_threads(), "device": "cpu",
               "baseline": {"parameters": base.parameters, "mb": round(base.mb, 2),
                            "saved_bytes": saved_bytes(loaded, Recipe())},
               "selection": "the checkpoint kept is the best on 500 stratified train examples held out of training; "
@@ -95,7 +97,7 @@ def main(argv=None):
             continue
         recipe = RECIPES[name]
         size = size_report(loaded.adapter, recipe)
-        config = RecoveryConfig.for_objective("ce", minutes=args.minutes, epochs=1, device="cpu")
+        config = RecoveryConfig.for_objective("ce", minutes=args.minutes or None, epochs=1, device="cpu")
         load_before, t = uptime(), time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             out_dir = os.path.join(tmp, "m")
