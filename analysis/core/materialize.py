@@ -18,6 +18,8 @@ hidden/heads. So:
 - low-rank matrices become two Linears (`lowrank.LowRankLinear`) and factorised embeddings a
   V x E table plus an E x H projection (`lowrank.FactorizedEmbedding`), recorded in
   `headroom_ranks` / `headroom_embedding_size`;
+- shared layers (`Recipe.shared_layers`, `sharing.py`) hold their group's first layer's modules (tied,
+  one storage), saved once with `headroom_shared_layers` in config.json, re-tied on load;
 - a recipe that prunes heads (or leaves layers with different FFN widths) saves the real smaller
   tensors plus `headroom_heads_per_layer` (`headroom_intermediate_per_layer`) in config.json; `load_materialized(dir)` (or the 10-line snippet in the README) rebuilds it. The
   HF forward itself runs the smaller tensors unchanged, because it infers the number of heads from

@@ -2,8 +2,8 @@
 
 Honest accounting: quantised matrices cost `bits` per weight *plus* their scales and zero-points;
 biases, LayerNorms, position/type embeddings, the pooler and the classifier stay fp32 (as Q-BERT
-and Q8BERT keep them). Pruned heads, masked FFN neurons and dropped layers cost nothing. ALBERT's shared layer is
-counted once. The result is a prediction of the size of a real int-packed checkpoint; the size of
+and Q8BERT keep them). Pruned heads, masked FFN neurons and dropped layers cost nothing. ALBERT's shared layer, and
+the layers of a group of `shared_layers` (or of a model that already ties them), are counted once. The result is a prediction of the size of a real int-packed checkpoint; the size of
 a materialized directory on disk is measured separately (`materialize.save_materialized`).
 """
 
