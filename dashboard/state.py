@@ -21,6 +21,7 @@ BERT-base's 144 heads still fits in ~40 characters:
     rio              sparsity roles, one letter each (q k v o = attention, i = ffn_in, u = ffn_out)
     cg               global sparsity threshold (local is the default)
     w0i8.2u16        low rank: layer, role letter (as above), rank, per matrix     x128   factorised embedding size
+    k0-1.2-3 / km0-5.. shared layers: groups ("." between), a group's layers joined by "-"; "m" first = mean mode
 """
 
 from __future__ import annotations
@@ -226,6 +227,11 @@ def encode_recipe(recipe: Recipe) -> str:
         parts.append("w" + ".".join(f"{l}{ROLE_CODES[role]}{r}" for l, role, r in recipe.ranks))
     if recipe.embedding_size:
         parts.append(f"x{recipe.embedding_size}")
+    if recipe.shared_layers:
+        parts.append("k" + ("m" if recipe.share_mode == "mean" else "")
+                     + ".".join("-".join(map(str, g)) for g in recipe.shared_layers))
+    elif recipe.share_mode != "first":
+        parts.append("km")
     return "_".join(parts)
 
 
@@ -301,12 +307,17 @@ def decode_recipe(text: str) -> Recipe:
                                    if m or _malformed()]
             elif tag == "x":
                 fields["embedding_size"] = int(value)
+            elif tag == "k":
+                if value.startswith("m"):
+                    fields["share_mode"], value = "mean", value[1:]
+                fields["shared_layers"] = [[int(x) for x in g.split("-")] for g in value.split(".")] if value else []
             elif tag == "c":
                 fields["sparsity_scope"] = {"g": "global", "l": "local"}[value]
             else:
                 raise ValueError(tag)
         if len(text) > MAX_LINK_CHARS or any(l >= MAX_LINK_LAYERS or h >= MAX_LINK_HEADS for l, h in fields.get("masked_heads", [])) \
                 or any(l >= MAX_LINK_LAYERS for l in fields.get("dropped_layers", [])) \
+                or any(l >= MAX_LINK_LAYERS for g in fields.get("shared_layers", []) for l in g) \
                 or any(l >= MAX_LINK_LAYERS or u[-1] >= MAX_LINK_UNITS for l, u in fields.get("masked_neurons", [])):
             raise ValueError("too large")
         return Recipe(**fields).check_values()  # the values every model refuses (bits 99, num_groups 0)
