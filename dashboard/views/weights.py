@@ -82,12 +82,13 @@ def _neurons(choice, ev) -> None:
 
     adapter, recipe, ss = ev.adapter, state.recipe(), st.session_state
     st.markdown("**FFN neurons** · prune intermediate units by importance")
-    c1, c2, c3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+    c1, c2, c3 = st.columns([5, 4, 3], vertical_alignment="bottom")
     method = c1.selectbox("Importance", NEURON_METHODS, key=state.W_FFN_METHOD,
-                          format_func=lambda m: {"gradient": "gradient — E|dL/d gate| per unit (Michel-style)",
-                                                 "taylor": "taylor — |W_out x dL/dW_out| per column (TextPruner)"}[m],
-                          help="How a unit's importance is scored, on the unpruned model. Both take one forward and "
-                               "backward pass per batch of train examples.")
+                          format_func=lambda m: {"gradient": "gradient (Michel-style gates)",
+                                                 "taylor": "taylor (TextPruner)"}[m],
+                          help="How a unit's importance is scored, on the unpruned model: gradient = mean over "
+                               "examples of |dL/d gate| per unit; taylor = |sum of W_out x dL/dW_out| over the unit's "
+                               "column. Both take one forward and backward pass per batch of train examples.")
     if state.W_FFN_EXAMPLES not in ss:
         ss[state.W_FFN_EXAMPLES] = min(DEFAULT_TRAIN_EXAMPLES, choice.limit or DEFAULT_TRAIN_EXAMPLES)
     examples = c2.number_input("Train examples", min_value=8, max_value=5000, step=64, key=state.W_FFN_EXAMPLES,
@@ -193,10 +194,11 @@ def _sparsity(choice, ev) -> None:
         counted = _sparse_bytes(choice.key(), only.to_json(indent=None))
         b = counted["bytes"]
         c1, c2, c3 = st.columns(3)
-        c1.metric("dense file (zeros stored)", f"{b['dense'] / 1e6:.1f} MB",
-                  help="What save_pretrained writes: every zero still costs 4 bytes.")
-        for col, fmt, label, what in ((c2, "bitmask", "bitmask + values", "1 bit per weight + the nonzeros"),
-                                      (c3, "csr", "CSR", "int32 row pointers and column indices + the nonzeros")):
+        c1.metric("dense file", f"{b['dense'] / 1e6:.1f} MB",
+                  help="What save_pretrained writes: the zeros are stored, every one in 4 bytes.")
+        for col, fmt, label, what in ((c2, "bitmask", "bitmask file", "1 bit per weight + the nonzeros"),
+                                      (c3, "csr", "CSR file", "int32 row pointers and column indices + the nonzeros "
+                                       "(8 bytes per nonzero: it wins over the bitmask only above ~97% sparsity)")):
             col.metric(label, f"{b[fmt] / 1e6:.1f} MB", delta=f"{100 * b[fmt] / b['dense']:.0f}% of dense",
                        delta_color="off", delta_arrow="off",
                        help=f"{what}; a matrix stays dense where that is smaller.")
@@ -268,10 +270,9 @@ def _low_rank(choice, ev) -> None:
     st.radio("Rank as", RANK_MODES, key=state.W_RANK_MODE, horizontal=True,
              help="One fraction of every chosen matrix's full rank, or a rank of its own per role.")
     with st.form("w_rank_form", border=False):
-        c1, c2 = st.columns(2)
-        c1.multiselect("Layers", list(range(L)), key=state.W_RANK_LAYERS, format_func=lambda l: f"L{l}",
+        st.multiselect("Layers", list(range(L)), key=state.W_RANK_LAYERS, format_func=lambda l: f"L{l}",
                        help="The encoder layers whose chosen matrices are cut.")
-        c2.multiselect("Matrices", list(ROLES), key=state.W_RANK_ROLES, format_func=ROLE_LABELS.get,
+        st.multiselect("Matrices", list(ROLES), key=state.W_RANK_ROLES, format_func=ROLE_LABELS.get,
                        help="Each chosen matrix W (out x in) becomes two, in -> r -> out (its best rank-r approximation).")
         if ss[state.W_RANK_MODE] == RANK_MODES[0]:
             st.select_slider("Rank (fraction of full rank)", RANK_FRACTIONS, key=state.W_RANK_FRACTION,
@@ -373,17 +374,17 @@ def render() -> None:
         st.caption(":material/science: Metrics **simulated; before recovery** — one-shot, without re-fine-tuning. "
                    "Recover on the **Recovery** page.")
         widgets.metrics_panel(choice)
+        # two rows, so the boxes of a row start level: neurons | sparsity, then low rank | embedding size
         left, right = st.columns(2, gap="medium")
-        with left:
-            with st.container(border=True, key="w_ffn_box"), widgets.guard():
-                _neurons(choice, ev)
-            with st.container(border=True, key="w_embedding_box"), widgets.guard():
-                _embedding(choice, ev)
-        with right:
-            with st.container(border=True, key="w_sparsity_box"), widgets.guard():
-                _sparsity(choice, ev)
-            with st.container(border=True, key="w_rank_box"), widgets.guard():
-                _low_rank(choice, ev)
+        with left, st.container(border=True, key="w_ffn_box"), widgets.guard():
+            _neurons(choice, ev)
+        with right, st.container(border=True, key="w_sparsity_box"), widgets.guard():
+            _sparsity(choice, ev)
+        left, right = st.columns([3, 2], gap="medium")
+        with left, st.container(border=True, key="w_rank_box"), widgets.guard():
+            _low_rank(choice, ev)
+        with right, st.container(border=True, key="w_embedding_box"), widgets.guard():
+            _embedding(choice, ev)
         state.sync_query_params()
 
     live()
