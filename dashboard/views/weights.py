@@ -84,8 +84,7 @@ def _neurons(choice, ev) -> None:
     st.markdown("**FFN neurons** · prune intermediate units by importance")
     c1, c2, c3 = st.columns([5, 4, 3], vertical_alignment="bottom")
     method = c1.selectbox("Importance", NEURON_METHODS, key=state.W_FFN_METHOD,
-                          format_func=lambda m: {"gradient": "gradient (Michel-style gates)",
-                                                 "taylor": "taylor (TextPruner)"}[m],
+
                           help="How a unit's importance is scored, on the unpruned model: gradient = mean over "
                                "examples of |dL/d gate| per unit; taylor = |sum of W_out x dL/dW_out| over the unit's "
                                "column. Both take one forward and backward pass per batch of train examples.")
