@@ -194,8 +194,13 @@ def test_the_new_fields_travel_in_the_link_and_set_the_widgets():
     assert at.radio(key=state.W_SPARSITY_SCOPE).value == "global"
     assert at.multiselect(key=state.W_RANK_LAYERS).value == [1, 2]
     assert at.multiselect(key=state.W_RANK_ROLES).value == ["ffn_out"]
+    assert at.radio(key=state.W_RANK_MODE).value == "rank per role"  # rank 8 of 48 is no listed fraction
+    assert at.number_input(key=state.rank_of_key("ffn_out")).value == 8
     assert at.selectbox(key=state.W_EMBEDDING).value == 32
     assert url_code(at) == code  # written back unchanged
+    at = app(r=encode_recipe(Recipe(ranks=[(0, "query", 24), (0, "ffn_in", 24)])))  # 50% of full rank 48
+    assert at.radio(key=state.W_RANK_MODE).value == "fraction of full rank"
+    assert at.select_slider(key=state.W_RANK_FRACTION).value == 0.5
 
 
 def test_profile_recounts_parameters_and_flops_under_the_recipe():

@@ -260,6 +260,13 @@ def _low_rank(choice, ev) -> None:
         ss[state.W_RANK_ROLES] = [r for r in ROLES if any(ro == r for _, ro, _ in recipe.ranks)]
         for role in ss[state.W_RANK_ROLES]:
             ss[state.rank_of_key(role)] = next(r for _, ro, r in recipe.ranks if ro == role)
+        # one fraction of full rank that gives every entry's rank: show it; otherwise show the ranks per role
+        fraction = next((f for f in RANK_FRACTIONS if all(max(1, round(f * _full_rank(adapter, ro))) == r
+                                                            for _, ro, r in recipe.ranks)), None)
+        if fraction is not None:
+            ss[state.W_RANK_FRACTION] = fraction
+        else:
+            ss[state.W_RANK_MODE] = RANK_MODES[1]
     ss[state.W_RANK_LAYERS] = [l for l in ss.get(state.W_RANK_LAYERS, range(L)) if l < L]  # another model: fewer layers
     ss.setdefault(state.W_RANK_ROLES, ["ffn_in", "ffn_out"])
     ss.setdefault(state.W_RANK_MODE, RANK_MODES[0])
@@ -315,6 +322,7 @@ def _low_rank(choice, ev) -> None:
             part = [r for r in rows if r[1] == role]
             if part:
                 fig.add_bar(x=[r[0] for r in part], y=[100 * r[3] for r in part], name=SHORT_ROLE[role],
+                            text=[f"{100 * r[3]:.0f}" for r in part], textposition="inside",
                             customdata=[[r[2], r[4]] for r in part],
                             hovertemplate="%{x}: rank %{customdata[0]} of %{customdata[1]}, %{y:.1f}% of the energy"
                                           "<extra></extra>")
