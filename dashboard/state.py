@@ -118,6 +118,20 @@ RECOVERY_OBJECTIVE = _key("rec_objective", "str: the recovery objective picked (
 RECOVERY_BUDGET = _key("rec_budget", "str: 'epochs' or 'minutes' (Recovery)")
 RECOVERY_AMOUNT = _family("rec_amount_", "number: the epochs or minutes of the recovery budget (Recovery)")
 RECOVERY_PICK_MODEL = _key("rec_pick_model", "str: the recovered model to make current (Recovery)")
+NEURON_IMPORTANCE = _family("neuron_importance::", "NeuronImportance of the unpruned model on a train subset, per (train data, method) (Weights)")
+W_FFN_METHOD = _key("w_ffn_method", "str: the FFN neuron importance method picked (Weights)")
+W_FFN_EXAMPLES = _key("w_ffn_examples", "int: train examples the FFN neuron importance is computed on (Weights)")
+W_FFN_FRACTION = _key("w_ffn_fraction", "float: the fraction of FFN neurons pruned (Weights)")
+W_FFN_ORDER = _key("w_ffn_order", "str: 'uniform per layer' or 'global order' for FFN neurons (Weights)")
+W_SPARSITY = _key("w_sparsity", "float: the magnitude sparsity fraction (Weights)")
+W_SPARSITY_ROLES = _key("w_sparsity_roles", "list[str]: the matrices the sparsity applies to (Weights)")
+W_SPARSITY_SCOPE = _key("w_sparsity_scope", "str: local or global sparsity threshold (Weights)")
+W_RANK_LAYERS = _key("w_rank_layers", "list[int]: the layers whose matrices are cut to low rank (Weights)")
+W_RANK_ROLES = _key("w_rank_roles", "list[str]: the matrices of those layers cut to low rank (Weights)")
+W_RANK_MODE = _key("w_rank_mode", "str: 'fraction of full rank' or 'rank per role' (Weights)")
+W_RANK_FRACTION = _key("w_rank_fraction", "float: the rank as a fraction of each matrix's full rank (Weights)")
+W_RANK_OF = _family("w_rank_of_", "int: the rank of one role's matrices (Weights, rank per role)")
+W_EMBEDDING = _key("w_embedding", "int: the factorised embedding size E, 0 = full (Weights)")
 
 
 def head_grid_key(layer: int) -> str:
@@ -130,6 +144,14 @@ def layers_keep_key(layer: int) -> str:
 
 def bits_layer_key(layer: int) -> str:
     return f"{BITS_LAYER}{layer}"
+
+
+def rank_of_key(role: str) -> str:
+    return f"{W_RANK_OF}{role}"
+
+
+def neuron_importance_key(train: DataChoice, method: str) -> str:
+    return f"{NEURON_IMPORTANCE}{train.key()}::{method}"
 
 
 def importance_key(choice: DataChoice) -> str:

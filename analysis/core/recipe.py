@@ -289,9 +289,7 @@ class Recipe:
         if self.has_sparsity():
             parts.append(self._describe_sparsity())
         if self.ranks:
-            listed = ", ".join(f"L{l} {ro} r{r}" for l, ro, r in self.ranks[:3])
-            parts.append(f"{len(self.ranks)} low-rank matri{'ces' if len(self.ranks) > 1 else 'x'} ("
-                         + (listed if len(self.ranks) <= 3 else f"{listed}, ...") + ")")
+            parts.append(self._describe_ranks())
         if share_groups(self):
             parts.append(self._describe_sharing())
         if self.embedding_size:
@@ -326,6 +324,23 @@ class Recipe:
         amount = f"{s:.0%} sparse" if not isinstance(s, list) else "sparsity " + "/".join(f"{x:.0%}" for x in s)
         roles = "" if len(self.sparsity_roles) == len(ROLES) else ", " + "+".join(self.sparsity_roles)
         return f"{amount} (magnitude, {self.sparsity_scope}{roles})"
+
+    def _describe_ranks(self, max_listed: int = 3, max_groups: int = 4) -> str:
+        """"2 low-rank matrices (L0 query r8, L1 ffn_out r2)"; many: grouped by role and rank,
+        "12 low-rank matrices (ffn_in r64 in L0-5, ffn_out r96 in L0-5)", "12 ... (ffn_in+ffn_out r64 in L0-5)"."""
+        n = len(self.ranks)
+        what = f"{n} low-rank matri{'ces' if n > 1 else 'x'}"
+        if n <= max_listed:
+            return f"{what} ({', '.join(f'L{l} {ro} r{r}' for l, ro, r in self.ranks)})"
+        groups: dict[tuple[str, int], list[int]] = {}
+        for layer, role, rank in sorted(self.ranks, key=lambda e: (ROLES.index(e[1]) if e[1] in ROLES else 99, e[2], e[0])):
+            groups.setdefault((role, rank), []).append(layer)
+        by_layers: dict[tuple, list[str]] = {}  # roles cut to the same rank in the same layers read as one
+        for (role, rank), layers in groups.items():
+            by_layers.setdefault((rank, tuple(layers)), []).append(role)
+        listed = [f"{'+'.join(roles) if len(roles) < len(ROLES) else 'every matrix'} r{rank} in {_layer_ranges(list(layers))}"
+                  for (rank, layers), roles in by_layers.items()]
+        return f"{what} ({', '.join(listed[:max_groups])}{', ...' if len(listed) > max_groups else ''})"
 
     def _describe_neurons(self, max_layers: int = 6) -> str:
         n = self.num_masked_neurons
@@ -433,6 +448,17 @@ class Recipe:
             raise HeadroomError("A global sparsity threshold takes one value for all layers; use local scope for "
                                 "a fraction per layer.")
         return self
+
+
+def _layer_ranges(layers: list[int]) -> str:
+    """[0, 1, 2, 5] -> "L0-2+L5"."""
+    runs: list[list[int]] = []
+    for layer in sorted(set(layers)):
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return "+".join(f"L{r[0]}-{r[-1]}" if len(r) > 1 else f"L{r[0]}" for r in runs)
 
 
 class _Refused(Exception):
