@@ -151,3 +151,34 @@ def test_spectra_give_the_energy_spectrum_report_gives_for_any_rank():
     assert len(s[(1, "query")]) == min(adapter.kept_shape(base, 1, "query"))  # head 0 sliced out first
     assert energy_kept(s[(0, "ffn_in")], 10 ** 6) == pytest.approx(1.0)
     assert spectra(adapter, Recipe(dropped_layers=[2]), [(2, "query")]) == {}  # a dropped layer has none
+
+
+def test_a_factorised_embedding_recipe_recovers_with_the_table_frozen_and_the_projection_trained(tmp_path):
+    from analysis.core.recipe import Recipe
+    from analysis.recovery.config import RecoveryConfig
+    from analysis.recovery.loop import recover
+    from analysis.testing import tiny_dataset, tiny_loaded
+
+    loaded = tiny_loaded()
+    captured = {}
+    import analysis.recovery.loop as loop_module
+
+    real = loop_module.build_student
+
+    def spy(*a, **kw):
+        student = real(*a, **kw)
+        captured["words"] = student.adapter.word_embeddings
+        captured["before"] = (student.adapter.word_embeddings.table.weight.detach().clone(),
+                              student.adapter.word_embeddings.projection.weight.detach().clone())
+        return student
+
+    loop_module.build_student = spy
+    try:
+        recover(loaded, Recipe(embedding_size=8), RecoveryConfig(epochs=1, batch_size=8, holdout=8, lr=1e-2),
+                train=tiny_dataset(32, seed=1), test=tiny_dataset(16), out_dir=str(tmp_path / "r"))
+    finally:
+        loop_module.build_student = real
+    words = captured["words"]
+    table0, proj0 = captured["before"]
+    assert torch.equal(words.table.weight.detach(), table0)  # frozen
+    assert not torch.equal(words.projection.weight.detach(), proj0)  # trained
