@@ -78,6 +78,17 @@ def main(argv=None):
         print(f"s={s}: acc {acc:.4f}, csr-vs-dense logits {diff:.1e}, files {files}")
 
     timings = []
+
+    def result() -> dict:
+        return {
+            "what": "magnitude sparsity (local, all six encoder matrices, one shot): accuracy simulated on the evaluation "
+                    "subset; latency measured: materialized dense-with-zeros and CSR-kernel models vs the unpruned model, "
+                    "interleaved in one call per (threads, shape)",
+            "model": args.model, "data": f"{data}:{split}", "examples": len(ev.dataset), "baseline_metric": ev.baseline.metric,
+            "baseline_bytes": base_bytes, "device": "cpu", "points": points, "timings": timings,
+            "load_average_end": load_average(), "minutes": round((time.perf_counter() - t0) / 60, 2),
+        }
+
     old = torch.get_num_threads()
     try:
         for t in threads:
@@ -93,20 +104,13 @@ def main(argv=None):
                 for name, c in out.items():
                     timings.append({"shape": f"{b}x{seq}", "candidate": name, **c.to_dict()})
                 print(f"{t} thread(s) {b}x{seq}: baseline {out['baseline'].ms:.1f} ms; " + ", ".join(
-                    f"{n} {c.ratio:.2f}x [{c.ratio_ci95[0]:.2f}-{c.ratio_ci95[1]:.2f}]" for n, c in out.items() if n != "baseline"))
+                    f"{n} {c.ratio:.2f}x [{c.ratio_ci95[0]:.2f}-{c.ratio_ci95[1]:.2f}]" for n, c in out.items() if n != "baseline"),
+                    flush=True)
+                if args.out:  # after every (threads, shape): a run stopped part-way keeps what it measured
+                    write_json(args.out, result())
     finally:
         torch.set_num_threads(old)
-    result = {
-        "what": "magnitude sparsity (local, all six encoder matrices, one shot): accuracy simulated on the evaluation "
-                "subset; latency measured: materialized dense-with-zeros and CSR-kernel models vs the unpruned model, "
-                "interleaved in one call per (threads, shape)",
-        "model": args.model, "data": f"{data}:{split}", "examples": len(ev.dataset), "baseline_metric": ev.baseline.metric,
-        "baseline_bytes": base_bytes, "device": "cpu", "points": points, "timings": timings,
-        "load_average_end": load_average(), "minutes": round((time.perf_counter() - t0) / 60, 2),
-    }
-    if args.out:
-        write_json(args.out, result)
-    return result
+    return result()
 
 
 if __name__ == "__main__":
