@@ -31,6 +31,7 @@ PAGES: tuple[Page, ...] = (
     Page("heads", "Heads", "heads.py"),
     Page("layers", "Layers", "layers.py"),
     Page("bits", "Bits", "bits.py"),
+    Page("weights", "Weights", "weights.py"),
     Page("profile", "Profile", "profile.py"),
     Page("search", "Find recipes", "search.py"),
     Page("tradeoffs", "Trade-offs", "tradeoffs.py"),

@@ -21,6 +21,7 @@ BERT-base's 144 heads still fits in ~40 characters:
     rio              sparsity roles, one letter each (q k v o = attention, i = ffn_in, u = ffn_out)
     cg               global sparsity threshold (local is the default)
     w0i8.2u16        low rank: layer, role letter (as above), rank, per matrix     x128   factorised embedding size
+    k0-1.2-3 / km0-5.. shared layers: groups ("." between), a group's layers joined by "-"; "m" first = mean mode
 """
 
 from __future__ import annotations
@@ -117,6 +118,20 @@ RECOVERY_OBJECTIVE = _key("rec_objective", "str: the recovery objective picked (
 RECOVERY_BUDGET = _key("rec_budget", "str: 'epochs' or 'minutes' (Recovery)")
 RECOVERY_AMOUNT = _family("rec_amount_", "number: the epochs or minutes of the recovery budget (Recovery)")
 RECOVERY_PICK_MODEL = _key("rec_pick_model", "str: the recovered model to make current (Recovery)")
+NEURON_IMPORTANCE = _family("neuron_importance::", "NeuronImportance of the unpruned model on a train subset, per (train data, method) (Weights)")
+W_FFN_METHOD = _key("w_ffn_method", "str: the FFN neuron importance method picked (Weights)")
+W_FFN_EXAMPLES = _key("w_ffn_examples", "int: train examples the FFN neuron importance is computed on (Weights)")
+W_FFN_FRACTION = _key("w_ffn_fraction", "float: the fraction of FFN neurons pruned (Weights)")
+W_FFN_ORDER = _key("w_ffn_order", "str: 'uniform per layer' or 'global order' for FFN neurons (Weights)")
+W_SPARSITY = _key("w_sparsity", "float: the magnitude sparsity fraction (Weights)")
+W_SPARSITY_ROLES = _key("w_sparsity_roles", "list[str]: the matrices the sparsity applies to (Weights)")
+W_SPARSITY_SCOPE = _key("w_sparsity_scope", "str: local or global sparsity threshold (Weights)")
+W_RANK_LAYERS = _key("w_rank_layers", "list[int]: the layers whose matrices are cut to low rank (Weights)")
+W_RANK_ROLES = _key("w_rank_roles", "list[str]: the matrices of those layers cut to low rank (Weights)")
+W_RANK_MODE = _key("w_rank_mode", "str: 'fraction of full rank' or 'rank per role' (Weights)")
+W_RANK_FRACTION = _key("w_rank_fraction", "float: the rank as a fraction of each matrix's full rank (Weights)")
+W_RANK_OF = _family("w_rank_of_", "int: the rank of one role's matrices (Weights, rank per role)")
+W_EMBEDDING = _key("w_embedding", "int: the factorised embedding size E, 0 = full (Weights)")
 
 
 def head_grid_key(layer: int) -> str:
@@ -129,6 +144,14 @@ def layers_keep_key(layer: int) -> str:
 
 def bits_layer_key(layer: int) -> str:
     return f"{BITS_LAYER}{layer}"
+
+
+def rank_of_key(role: str) -> str:
+    return f"{W_RANK_OF}{role}"
+
+
+def neuron_importance_key(train: DataChoice, method: str) -> str:
+    return f"{NEURON_IMPORTANCE}{train.key()}::{method}"
 
 
 def importance_key(choice: DataChoice) -> str:
@@ -226,6 +249,11 @@ def encode_recipe(recipe: Recipe) -> str:
         parts.append("w" + ".".join(f"{l}{ROLE_CODES[role]}{r}" for l, role, r in recipe.ranks))
     if recipe.embedding_size:
         parts.append(f"x{recipe.embedding_size}")
+    if recipe.shared_layers:
+        parts.append("k" + ("m" if recipe.share_mode == "mean" else "")
+                     + ".".join("-".join(map(str, g)) for g in recipe.shared_layers))
+    elif recipe.share_mode != "first":
+        parts.append("km")
     return "_".join(parts)
 
 
@@ -301,12 +329,17 @@ def decode_recipe(text: str) -> Recipe:
                                    if m or _malformed()]
             elif tag == "x":
                 fields["embedding_size"] = int(value)
+            elif tag == "k":
+                if value.startswith("m"):
+                    fields["share_mode"], value = "mean", value[1:]
+                fields["shared_layers"] = [[int(x) for x in g.split("-")] for g in value.split(".")] if value else []
             elif tag == "c":
                 fields["sparsity_scope"] = {"g": "global", "l": "local"}[value]
             else:
                 raise ValueError(tag)
         if len(text) > MAX_LINK_CHARS or any(l >= MAX_LINK_LAYERS or h >= MAX_LINK_HEADS for l, h in fields.get("masked_heads", [])) \
                 or any(l >= MAX_LINK_LAYERS for l in fields.get("dropped_layers", [])) \
+                or any(l >= MAX_LINK_LAYERS for g in fields.get("shared_layers", []) for l in g) \
                 or any(l >= MAX_LINK_LAYERS or u[-1] >= MAX_LINK_UNITS for l, u in fields.get("masked_neurons", [])):
             raise ValueError("too large")
         return Recipe(**fields).check_values()  # the values every model refuses (bits 99, num_groups 0)

@@ -302,7 +302,8 @@ LINKS = [
     ({"r": "b99"}, "99-bit", None),
     ({"r": "n0"}, "num_groups", None),
     ({"r": "hzz"}, "malformed", None),
-    ({"r": "x1"}, "malformed", None),
+    ({"r": "q1"}, "malformed", None),  # no such field code ("x" is the embedding size)
+    ({"r": "xabc"}, "malformed", None),
     ({"r": "h" + "f" * 200}, "malformed", None),
     ({"r": "a7"}, "activation_bits", None),
     ({"page": "nope"}, "no page", None),

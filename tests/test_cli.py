@@ -284,6 +284,7 @@ def test_ffn_neuron_importance_recipe_through_evaluate_and_materialize(capsys, m
     code, out, err = run(capsys, *base, "--mask-neurons", "0:0-9;2:5,7")
     assert code == 0, err
     assert json.loads(out)["recipe"]["masked_neurons"] == [[0, list(range(10))], [2, [5, 7]]]
+    assert result["chosen_on"] == result["data"] and "train" not in result["data"]  # a user's file has no splits
     for argv, words in [(["--unit", "ffn", "--method", "ablation"], "choose gradient or taylor"),
                         (["--prune-fraction", "0.5"], "go with --unit ffn"),
                         (["--unit", "ffn", "--recipe-out", str(tmp_path / "x.json")], "needs --prune-fraction")]:
@@ -310,3 +311,15 @@ def test_low_rank_and_sparsity_through_evaluate_and_materialize(capsys, model_di
     assert (tmp_path / "sparse" / "sparse" / "csr.safetensors").is_file()
     code, out, err = run(capsys, *base, "--ranks", "0:ffn_in")
     assert code == 2 and "layer:role:rank" in err
+
+
+def test_ffn_pruning_importance_chooses_on_train_by_default(capsys):
+    """The scores choose what is pruned: on bundled data they come from the train split unless told otherwise."""
+    code, out, err = run(capsys, "importance", "--model", "demo", "--unit", "ffn", "--prune-fraction", "0.25",
+                         "--limit", "12")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["chosen_on"] == "banking77:train" and result["pruning"]["kept_per_layer"]
+    code, out, err = run(capsys, "importance", "--model", "demo", "--unit", "ffn", "--limit", "12")
+    assert code == 0, err
+    assert "chosen_on" not in json.loads(out)  # scores only: the default split (test) is the one reported

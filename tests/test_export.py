@@ -120,3 +120,22 @@ def test_backends_compare_a_student_against_its_teacher():
     assert res.latency[0]["baseline_ms"] > 0
     with pytest.raises(HeadroomError, match="same examples"):
         compare_backends(student, backends=("torch fp32",), reference=Evaluator(tiny_loaded(), tiny_dataset(8)))
+
+
+def test_a_sparse_recipe_also_gets_the_csr_backend_with_the_dense_models_predictions():
+    from analysis.core.recipe import Recipe
+    from analysis.measure.backends import SPARSE_BACKEND, compare_backends
+    from analysis.measure.evaluate import Evaluator
+    from analysis.testing import tiny_dataset, tiny_loaded
+
+    ev = Evaluator(tiny_loaded(), tiny_dataset(24), batch_size=8)
+    report = compare_backends(ev, Recipe(sparsity=0.9), shapes=[(4, 16)], threads=[1], rounds=3, warmup=1,
+                              backends=None)
+    by = {r.backend: r for r in report.results}
+    assert SPARSE_BACKEND in by and "ORT fp32" in by
+    csr, dense = by[SPARSE_BACKEND], by["torch fp32"]
+    assert csr.agreement_with_baseline == dense.agreement_with_baseline and csr.metric == dense.metric
+    assert csr.size_bytes < dense.size_bytes and "CSR" in csr.notes[0]
+    plain = compare_backends(ev, Recipe(masked_heads=[(0, 1)]), shapes=[(4, 16)], threads=[1], rounds=3, warmup=1,
+                             backends=("torch fp32",))
+    assert [r.backend for r in plain.results] == ["torch fp32"]

@@ -135,3 +135,50 @@ def test_ranks_travel_in_the_url():
         decode_recipe("w0z8")
     with pytest.raises(HeadroomError, match="link"):
         decode_recipe("wx")
+
+
+def test_spectra_give_the_energy_spectrum_report_gives_for_any_rank():
+    """The Weights page keeps each matrix's spectrum and reads the energy of any rank from it."""
+    from analysis.core.lowrank import energy_kept, spectra, spectrum_report
+
+    adapter = Adapter(tiny_model("bert"))
+    base = Recipe(sparsity=0.3, masked_heads=[(1, 0)], masked_neurons=[(0, [1, 2])])
+    s = spectra(adapter, base, [(0, "ffn_in"), (1, "query"), (2, "ffn_out")], embedding=True)
+    for rank in (1, 3, 8):
+        recipe = base.replace(ranks=[[0, "ffn_in", rank], [1, "query", rank], [2, "ffn_out", rank]], embedding_size=rank)
+        report = {(r["layer"], r["role"]): r["energy_kept"] for r in spectrum_report(adapter, recipe)}
+        assert {k: energy_kept(v, rank) for k, v in s.items()} == pytest.approx(report, abs=1e-9)
+    assert len(s[(1, "query")]) == min(adapter.kept_shape(base, 1, "query"))  # head 0 sliced out first
+    assert energy_kept(s[(0, "ffn_in")], 10 ** 6) == pytest.approx(1.0)
+    assert spectra(adapter, Recipe(dropped_layers=[2]), [(2, "query")]) == {}  # a dropped layer has none
+
+
+def test_a_factorised_embedding_recipe_recovers_with_the_table_frozen_and_the_projection_trained(tmp_path):
+    from analysis.core.recipe import Recipe
+    from analysis.recovery.config import RecoveryConfig
+    from analysis.recovery.loop import recover
+    from analysis.testing import tiny_dataset, tiny_loaded
+
+    loaded = tiny_loaded()
+    captured = {}
+    import analysis.recovery.loop as loop_module
+
+    real = loop_module.build_student
+
+    def spy(*a, **kw):
+        student = real(*a, **kw)
+        captured["words"] = student.adapter.word_embeddings
+        captured["before"] = (student.adapter.word_embeddings.table.weight.detach().clone(),
+                              student.adapter.word_embeddings.projection.weight.detach().clone())
+        return student
+
+    loop_module.build_student = spy
+    try:
+        recover(loaded, Recipe(embedding_size=8), RecoveryConfig(epochs=1, batch_size=8, holdout=8, lr=1e-2),
+                train=tiny_dataset(32, seed=1), test=tiny_dataset(16), out_dir=str(tmp_path / "r"))
+    finally:
+        loop_module.build_student = real
+    words = captured["words"]
+    table0, proj0 = captured["before"]
+    assert torch.equal(words.table.weight.detach(), table0)  # frozen
+    assert not torch.equal(words.projection.weight.detach(), proj0)  # trained

@@ -118,6 +118,18 @@ def test_prune_fraction_counts_ties_and_floors():
         prune_fraction(imp, 1.5)
 
 
+def test_prune_fraction_per_layer_takes_the_same_share_of_every_layer():
+    imp = _fake([[1.0, 1.0, 1.0, 1.0], [4.0, 3.0, 2.0, 1.0], None, [np.nan, 5.0, 5.0, 0.0]])
+    p = prune_fraction(imp, 0.5, per_layer=True)
+    # each layer its own least important half (ties: the lower unit), of its scored units (layer 3 has 3: round(1.5) = 2)
+    assert p.masked_neurons == [(0, [0, 1]), (1, [2, 3]), (3, [1, 3])]
+    assert p.kept_per_layer == [2, 2, None, 1]
+    assert prune_fraction(imp, 1.0, per_layer=True).kept_per_layer == [1, 1, None, 1]  # the floor of min_kept
+    assert prune_fraction(imp, 0.0, per_layer=True).masked_neurons == []
+    # the global order of the same scores is uneven: layer 0's ties all go before layer 3's 5.0s
+    assert prune_fraction(imp, 0.5, normalize_layer=False).kept_per_layer != p.kept_per_layer
+
+
 def test_pruning_the_least_important_half_beats_the_most_important_half(ev):
     imp = neuron_importance(ev, "gradient")
     least = prune_fraction(imp, 0.5).recipe()

@@ -18,7 +18,7 @@ from analysis.core.recipe import Recipe
 from analysis.core.sparsity import magnitude_masks, smallest_k
 from analysis.errors import HeadroomError
 from analysis.measure.latency import FP32_KERNELS, deployed_model
-from analysis.measure.sparse_files import read_sparse_state, sparse_sizes, write_sparse_state
+from analysis.measure.sparse_files import counted_sparse_bytes, read_sparse_state, sparse_sizes, write_sparse_state
 from analysis.testing import ALL_ARCHITECTURES, batch_for, hf_logits, sim_logits, tiny_model
 
 TOL = 1e-4
@@ -153,6 +153,30 @@ def test_compressed_files_are_real_exact_and_smaller(tmp_path):
     saved = save_materialized(model, None, str(tmp_path / "out"), Recipe(sparsity=0.9))
     assert saved["sparse_weights_bytes"]["bitmask"] == (tmp_path / "out" / "sparse" / "bitmask.safetensors").stat().st_size
     assert saved["sparse_weights_bytes"]["bitmask"] < saved["weights_bytes"]
+
+
+@pytest.mark.parametrize("recipe", [Recipe(sparsity=0.9), Recipe(sparsity=0.5, sparsity_roles=["ffn_in", "ffn_out"]),
+                                    Recipe(sparsity=0.99, sparsity_scope="global"), Recipe()])
+@pytest.mark.parametrize("arch", ["bert", "albert"])
+def test_counted_sparse_bytes_equal_the_tensors_of_the_written_files(tmp_path, recipe, arch):
+    """The Weights page counts from the masks; the files `sparse_sizes` writes hold exactly those tensor bytes."""
+    from safetensors import safe_open
+
+    model = tiny_model(arch, hidden=64)
+    counted = counted_sparse_bytes(Adapter(model), recipe)
+    sizes = sparse_sizes(materialize(model, recipe), str(tmp_path / "files"))
+
+    def payload(path):
+        with safe_open(path, framework="pt") as f:
+            return sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
+
+    for fmt, name in (("dense", "dense"), ("bitmask", "bitmask"), ("csr", "csr")):
+        assert counted["bytes"][fmt] == payload(str(tmp_path / "files" / f"{name}.safetensors")), fmt
+    assert counted["zero_fraction_of_matrices"] == pytest.approx(sizes["zero_fraction_of_matrices"])
+    if recipe.is_baseline():
+        assert counted["bytes"]["bitmask"] == counted["bytes"]["dense"] and counted["sparsified_matrices"] == 0
+    else:
+        assert counted["bytes"]["bitmask"] < counted["bytes"]["dense"]
 
 
 def test_sparsity_travels_in_the_url():

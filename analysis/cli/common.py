@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from analysis.core.recipe import (Recipe, field_choices, field_default, field_help, parse_head_list, parse_int_list,
-                                  parse_neuron_list, parse_rank_list)
+                                  parse_neuron_list, parse_rank_list, parse_share_groups)
 from analysis.errors import HeadroomError
 
 
@@ -77,6 +77,9 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     add_recipe_option(p, "--sparsity-scope", "sparsity_scope")
     add_recipe_option(p, "--ranks", "ranks", how="layer:role:rank entries, e.g. 0:ffn_in:64,0-5:ffn_out:128 (a layer range)")
     add_recipe_option(p, "--embedding-size", "embedding_size")
+    add_recipe_option(p, "--share-layers", "shared_layers",
+                      how="groups of layers with ',' between groups: ranges or '+'-joined layers, e.g. 0-1,2-3 or 0+2+4")
+    add_recipe_option(p, "--share-mode", "share_mode")
 
 
 def recipe_from_args(args) -> Recipe:
@@ -99,6 +102,10 @@ def recipe_from_args(args) -> Recipe:
         changes["ranks"] = [list(e) for e in recipe.ranks] + [list(e) for e in parse_rank_list(args.ranks)]
     if getattr(args, "embedding_size", None) is not None:
         changes["embedding_size"] = args.embedding_size
+    if getattr(args, "share_layers", None):
+        changes["shared_layers"] = [list(g) for g in recipe.shared_layers] + parse_share_groups(args.share_layers)
+    if getattr(args, "share_mode", None):
+        changes["share_mode"] = args.share_mode
     if getattr(args, "sparsity", None) is not None:
         changes["sparsity"] = args.sparsity
     if getattr(args, "sparsity_roles", None):

@@ -1,10 +1,10 @@
 """`export`: the real model of a recipe in a deployment format (ONNX, optionally ONNX Runtime int8);
-`backends`: that model on torch fp32 / torch int8 / ORT fp32 / ORT int8, accuracy, size and latency
+`backends`: that model on torch fp32 / torch int8 / ORT fp32 / ORT int8 (/ torch CSR sparse kernels), accuracy, size and latency
 in one run (analysis/measure/backends.py)."""
 
 from __future__ import annotations
 
-from analysis.measure.backends import BACKENDS as BACKEND_NAMES
+from analysis.measure.backends import ALL_BACKENDS as BACKEND_NAMES
 
 from .arguments import count
 from .common import add_data_args, add_model_args, add_recipe_args, evaluator_from_args, load_model_from_args, recipe_from_args
@@ -31,8 +31,9 @@ def register(sub) -> None:
     b.add_argument("--threads", default="1,2", help="comma-separated CPU thread counts to time (default 1,2)")
     b.add_argument("--shapes", default="32x128,1x16", help="batch x sequence shapes to time (default 32x128,1x16)")
     b.add_argument("--rounds", type=count(2), default=10, help="interleaved rounds per shape and thread count (default 10)")
-    b.add_argument("--backends", default=",".join(BACKEND_NAMES),
-                   help=f"comma-separated subset of: {', '.join(BACKEND_NAMES)}")
+    b.add_argument("--backends", default=None,
+                   help=f"comma-separated subset of: {', '.join(BACKEND_NAMES)} (default: all but torch CSR, which is "
+                        "added when the recipe has magnitude sparsity)")
     b.set_defaults(func=cmd_backends)
 
 
@@ -53,7 +54,7 @@ def cmd_backends(args) -> dict:
     from analysis.measure.backends import compare_backends, parse_shapes
 
     shapes, threads = parse_shapes(args.shapes), _thread_list(args.threads)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    backends = None if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()]
     recipe = recipe_from_args(args)
     ev = evaluator_from_args(args)
     return compare_backends(ev, recipe, shapes=shapes, threads=threads, rounds=args.rounds, backends=backends).to_dict()

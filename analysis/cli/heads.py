@@ -102,8 +102,15 @@ def cmd_ffn_importance(args) -> dict:
         raise HeadroomError("--recipe-out needs --prune-fraction (the fraction of FFN neurons the recipe masks).")
     if args.recipe_out:
         check_output_file(args.recipe_out, inputs=(args.model,), overwrite=args.overwrite, what="recipe file")
+    import os
+
     t0 = time.perf_counter()
-    ev = evaluator_from_args(args)
+    loaded = load_model_from_args(args)
+    data = args.data or loaded.default_data
+    bundled = data is not None and not os.path.isfile(data) and not os.path.isdir(data)
+    if args.prune_fraction is not None and args.split is None and bundled:
+        args.split = "train"  # the scores choose what is pruned: never on the evaluation split
+    ev = evaluator_from_args(args, loaded)
     imp = neuron_importance(ev, method, label_free=_label_free(args))
     out = _where(ev, time.perf_counter() - t0)
     out["what"] = "FFN neuron importance: per layer, one score per intermediate unit (simulated)"
@@ -112,6 +119,7 @@ def cmd_ffn_importance(args) -> dict:
         pruning = prune_fraction(imp, args.prune_fraction)
         recipe = pruning.recipe().replace(name=f"{args.prune_fraction:.0%} FFN neurons ({method})")
         out["pruning"] = pruning.to_dict()
+        out["chosen_on"] = ev.dataset.name  # evaluate the recipe on another split (e.g. evaluate --recipe-file)
         out["recipe"] = recipe.to_dict()
         if args.recipe_out:
             atomic_write_text(args.recipe_out, recipe.to_json(), overwrite=args.overwrite, inputs=(args.model,),

@@ -362,9 +362,36 @@ class Adapter:
             if recipe.embedding_size > min(V, E):
                 raise HeadroomError(f"The word embeddings are {V} x {E}: a factorised size above {min(V, E)} "
                                     f"(here {recipe.embedding_size}) is not a factorisation.")
-        problem = self._num_groups_problem(recipe)
+        problem = self._num_groups_problem(recipe) or self._sharing_problem(recipe)
         if problem:
             raise HeadroomError(problem)
+
+    def _sharing_problem(self, recipe) -> str | None:
+        """Groups of shared layers this model can hold (and a recipe that treats the model's own ties alike)."""
+        from analysis.core.sharing import share_groups, sharing_problem, tied_groups
+
+        groups, tied = share_groups(recipe), tied_groups(self)
+        if groups and self.shares_layers():
+            return "ALBERT already runs one shared layer at every depth; cross-layer sharing applies to the other families."
+        tied_layers = {i for g in tied for i in g}
+        for group in groups:
+            if self.family == "modernbert" and 0 in group:
+                return ("ModernBERT's layer 0 has no attention LayerNorm (the others have one), so it cannot share weights "
+                        "with another layer; start the group at layer 1.")
+            shapes = [[tuple(p.shape) for p in self.layer_module(i).parameters()] for i in group]
+            odd = next((i for i, s in zip(group, shapes) if s != shapes[0]), None)
+            if odd is not None:
+                return (f"Layers {group[0]} and {odd} have different shapes (pruned heads, FFN units or ranks), so they "
+                        "cannot share one set of weights; share layers of the same shape.")
+            again = sorted(tied_layers & set(group))
+            if again:
+                return (f"Layer {again[0]} of this model already shares its weights with another layer; a recipe's groups "
+                        "may only hold layers that share nothing yet.")
+        for group in tied:
+            problem = sharing_problem(recipe, group, self.num_layers, why="of this model share weights")
+            if problem:
+                return problem
+        return None
 
     def _num_groups_problem(self, recipe) -> str | None:
         """num_groups must divide the rows of every encoder matrix it splits (the quantised ones under its

@@ -142,3 +142,34 @@ def spectrum_report(adapter, recipe) -> list[dict]:
         rows.append({"layer": None, "role": "embedding", "rank": down.shape[0], "full_rank": min(w.shape),
                      "shape": list(w.shape), "energy_kept": energy})
     return rows
+
+
+@torch.no_grad()
+def singular_values(weight: torch.Tensor) -> list[float]:
+    """The singular values of `weight`, largest first (float64): the whole spectrum, for any rank's energy."""
+    return [float(s) for s in torch.linalg.svdvals(weight.detach().double())]
+
+
+def energy_kept(values: list[float], rank: int) -> float:
+    """sum_{i<r} s_i^2 / sum s_i^2 from a spectrum (`singular_values`); 1.0 for an all-zero matrix."""
+    squares = [s * s for s in values]
+    total = sum(squares)
+    return sum(squares[:max(1, rank)]) / total if total > 0 else 1.0
+
+
+def spectra(adapter, recipe, matrices: list[tuple[int, str]], embedding: bool = False) -> dict:
+    """{(layer, role): singular values} of each matrix as `recipe` would factorise it (its sparsity, bits and
+    head/neuron slicing applied; its own ranks and embedding size ignored), and {(None, "embedding"): ...} for
+    the word-embedding matrix when `embedding`. A dropped layer's matrices are left out."""
+    from analysis.core.simulate import SimulatedModel
+
+    before = SimulatedModel(adapter, recipe.replace(ranks=[], embedding_size=0))
+    out = {}
+    for layer, role in matrices:
+        lw = before.layers.get(layer)
+        if lw is not None:
+            out[(layer, role)] = singular_values(lw.weight(role))
+    if embedding:
+        w = adapter.word_embeddings.weight if before.word_embedding_weight is None else before.word_embedding_weight
+        out[(None, "embedding")] = singular_values(w)
+    return out

@@ -18,6 +18,8 @@ hidden/heads. So:
 - low-rank matrices become two Linears (`lowrank.LowRankLinear`) and factorised embeddings a
   V x E table plus an E x H projection (`lowrank.FactorizedEmbedding`), recorded in
   `headroom_ranks` / `headroom_embedding_size`;
+- shared layers (`Recipe.shared_layers`, `sharing.py`) hold their group's first layer's modules (tied,
+  one storage), saved once with `headroom_shared_layers` in config.json, re-tied on load;
 - a recipe that prunes heads (or leaves layers with different FFN widths) saves the real smaller
   tensors plus `headroom_heads_per_layer` (`headroom_intermediate_per_layer`) in config.json; `load_materialized(dir)` (or the 10-line snippet in the README) rebuilds it. The
   HF forward itself runs the smaller tensors unchanged, because it infers the number of heads from
@@ -38,6 +40,7 @@ from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, _get
 from analysis.core.quantize import QuantScheme, fake_quantize
 from analysis.core.lowrank import FactorizedEmbedding, LowRankLinear
 from analysis.core.recipe import Recipe
+from analysis.core.sharing import SHARED_KEY, save_pretrained, share_groups, tie_group, tied_groups, write_mean
 from analysis.core.sparsity import magnitude_masks
 from analysis.errors import HeadroomError
 
@@ -47,6 +50,8 @@ INTERMEDIATE_KEY = "headroom_intermediate_per_layer"
 #: config.json keys of the low-rank matrices ([[layer, role, rank]], layers as saved) and of the factorised embedding size
 RANKS_KEY = "headroom_ranks"
 EMBEDDING_SIZE_KEY = "headroom_embedding_size"
+#: config.json keys only `load_materialized` understands (plain transformers would load something else)
+HEADROOM_KEYS = (HEADS_KEY, INTERMEDIATE_KEY, RANKS_KEY, EMBEDDING_SIZE_KEY, SHARED_KEY)
 #: the config attribute of the FFN width per family (DistilBERT calls it hidden_dim)
 INTERMEDIATE_ATTR = {"distilbert": "hidden_dim"}
 
@@ -225,25 +230,38 @@ def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
             "cannot be saved in a form transformers reloads correctly; keep layer 0, or simulate the recipe."
         )
 
+    # Sharing first: the group's first layer takes the group's weights (its own, or the mean) and
+    # the others run its modules. Every later step then works on each distinct layer once.
+    for group in share_groups(recipe):
+        if recipe.share_mode == "mean":
+            write_mean(adapter, group)
+        tie_group(adapter, group)
+    groups = [[i for i in g if i in set(kept_layers)] for g in tied_groups(adapter)]  # the recipe's + the model's own
+    first_of = {i: g[0] for g in groups if g for i in g}
+    owners = [i for i in kept_layers if first_of.get(i, i) == i]
+
     # Zero the sparse weights and quantise first (so ranges match simulation, which quantises the
     # full matrix), then slice heads and FFN neurons out, then drop layers.
-    zeroed = magnitude_masks(adapter, recipe)  # masks of the unchanged weights, as simulate computes them
-    heads_per_layer, intermediate_per_layer = [], []
-    for i in kept_layers:
+    zeroed = magnitude_masks(adapter, recipe.replace(shared_layers=[]))  # of the shared weights, as simulate computes them
+    heads, units = {}, {}
+    for i in owners:
         _sparsify_layer(adapter, i, zeroed)
         _quantize_layer(adapter, i, QuantScheme.for_layer(recipe, i, L))
         present = adapter.heads_in_layer(i)  # < H when the model was pruned before
-        heads = recipe.kept_heads(i, present)
-        if len(heads) < present:
-            heads_per_layer.append(_prune_layer_heads(adapter, i, heads))
-        else:
-            heads_per_layer.append(present)
-        units = adapter.intermediate_size(i)  # < the config's when the model was pruned before
-        kept_units = recipe.kept_neurons(i, units)
-        intermediate_per_layer.append(_prune_layer_neurons(adapter, i, kept_units) if len(kept_units) < units else units)
+        kept_heads = recipe.kept_heads(i, present)
+        heads[i] = _prune_layer_heads(adapter, i, kept_heads) if len(kept_heads) < present else present
+        width = adapter.intermediate_size(i)  # < the config's when the model was pruned before
+        kept_units = recipe.kept_neurons(i, width)
+        units[i] = _prune_layer_neurons(adapter, i, kept_units) if len(kept_units) < width else width
+    factorised = {i: _factorise_layer(adapter, i, [(ro, r) for l, ro, r in recipe.ranks if l == i]) for i in owners}
+    for group in groups:  # slicing and factorising made new modules in each group's first layer: tie again
+        if len(group) > 1:
+            tie_group(adapter, group)
+    heads_per_layer = [heads[first_of.get(i, i)] for i in kept_layers]
+    intermediate_per_layer = [units[first_of.get(i, i)] for i in kept_layers]
     ranks = []  # last: the SVD of each matrix as it will run (sparse, quantised, sliced), as simulate does
     for j, i in enumerate(kept_layers):
-        ranks += [[j, role, r] for role, r in _factorise_layer(adapter, i, [(ro, r) for l, ro, r in recipe.ranks if l == i])]
+        ranks += [[j, role, r] for role, r in factorised[first_of.get(i, i)]]
     _set_ranks(new, ranks)
     layers = _get(new, adapter.spec.layers)
     _set(new, adapter.spec.layers, nn.ModuleList([layers[i] for i in kept_layers]))
@@ -252,7 +270,17 @@ def materialize(model: nn.Module, recipe: Recipe) -> nn.Module:
         new.config.layer_types = [new.config.layer_types[i] for i in kept_layers]
     _set_intermediate_sizes(new, adapter, intermediate_per_layer)
     _finish(new, adapter, recipe, heads_per_layer, H)
+    _set_shared(new)
     return new
+
+
+def _set_shared(new) -> None:
+    """Record the tied groups, in the saved model's layer numbers, for `load_materialized` to tie again."""
+    groups = tied_groups(Adapter(new))
+    if groups:
+        setattr(new.config, SHARED_KEY, groups)
+    elif hasattr(new.config, SHARED_KEY):
+        delattr(new.config, SHARED_KEY)
 
 
 def _materialize_albert(new, adapter: Adapter, recipe: Recipe, kept_layers: list[int]):
@@ -331,7 +359,7 @@ def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe,
     from analysis.io.outputs import atomic_directory
 
     with atomic_directory(out_dir, overwrite=overwrite, inputs=inputs, what="model directory") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        save_pretrained(model, tmp)  # tied (shared) layers' tensors once
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         (tmp / "recipe.json").write_text(recipe.to_json(), encoding="utf-8")
@@ -357,7 +385,7 @@ def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe,
 
 def plain_loadable(config) -> bool:
     """True when plain `from_pretrained` rebuilds the model (no uneven heads or FFN widths)."""
-    return not any(hasattr(config, k) for k in (HEADS_KEY, INTERMEDIATE_KEY, RANKS_KEY, EMBEDDING_SIZE_KEY))
+    return not any(hasattr(config, k) for k in HEADROOM_KEYS)
 
 
 def is_materialized_with_pruned_heads(path: str) -> bool:
@@ -365,7 +393,7 @@ def is_materialized_with_pruned_heads(path: str) -> bool:
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
-        return any(k in config for k in (HEADS_KEY, INTERMEDIATE_KEY, RANKS_KEY, EMBEDDING_SIZE_KEY))
+        return any(k in config for k in HEADROOM_KEYS)
     except (OSError, ValueError):
         return False
 
@@ -409,12 +437,19 @@ def load_materialized(path: str, dtype: torch.dtype = torch.float32) -> nn.Modul
         V, H = adapter.word_embeddings.weight.shape
         setattr(adapter.embeddings, _word_embedding_name(adapter),
                 FactorizedEmbedding(V, embedding_size, H, padding_idx=adapter.word_embeddings.padding_idx, dtype=dtype))
+    for group in getattr(config, SHARED_KEY, None) or []:  # saved once: the later layers run the first's modules
+        from analysis.core.sharing import tie_group
+
+        tie_group(adapter, group)
     state = {}
     for f in sorted(os.listdir(path)):
         if f.endswith(".safetensors"):
             state.update(load_file(os.path.join(path, f)))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
+    current = model.state_dict()
+    loaded_storage = {current[k].data_ptr() for k in state if k in current and current[k].numel()}
+    # a tied layer's names are missing from the file by design: their tensors are the loaded first layer's
+    missing = [k for k in missing if not k.endswith("position_ids") and current[k].data_ptr() not in loaded_storage]
     # Tied weights (none in BERT classifiers by default) would show up here.
     if missing or unexpected:
         raise HeadroomError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}.")

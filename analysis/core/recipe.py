@@ -21,6 +21,7 @@ import numpy as np
 
 from analysis.configs import default_of, from_mapping, parse_json
 from analysis.core.adapters import ROLES
+from analysis.core.sharing import SHARE_MODES, share_groups, sharing_problem
 from analysis.errors import HeadroomError
 
 #: weight bit-widths the quantiser supports (32 = full precision, 16 = fp16-rounded values).
@@ -100,6 +101,14 @@ class Recipe:
     embedding_size: int = _field(
         0, help="ALBERT's factorised embeddings: the V x H word-embedding matrix becomes V x E times E x H from its "
                 "SVD, E this size (0 = unchanged)")
+    shared_layers: list[list[int]] = _field(
+        default_factory=list,
+        help="cross-layer sharing (ALBERT): groups of layers, e.g. [[0, 1], [2, 3]], each running one set of encoder-layer "
+             "weights (Q/K/V/O, both FFN matrices, biases, both LayerNorms); applied first, so the other fields must "
+             "treat a group's layers alike; materialized as tied modules (one storage, counted and saved once)")
+    share_mode: str = _field(
+        "first", choices=SHARE_MODES,
+        help="which weights a group runs: its first layer's own copy, or the element-wise mean of the group's layers")
     name: str = _field("", help="a label for plots and tables; not part of the recipe's identity")
 
     # ------------------------------------------------------------------ construction, JSON
@@ -116,6 +125,8 @@ class Recipe:
         self.masked_neurons = [(layer, sorted(units)) for layer, units in sorted(merged.items()) if units]
         self.ranks = sorted({(layer, role): (layer, role, rank) for layer, role, rank in self.ranks}.values(),
                             key=lambda e: (e[0], ROLES.index(e[1]) if e[1] in ROLES else len(ROLES), e[1]))
+        groups = [sorted(set(g)) for g in self.shared_layers]
+        self.shared_layers = sorted(groups, key=lambda g: (g[0] if g else -1, g))
         self.sparsity_roles = [r for r in ROLES if r in set(self.sparsity_roles)] + \
             sorted(set(self.sparsity_roles) - set(ROLES))  # data-flow order; unknown ones kept for `check_values`
 
@@ -124,6 +135,7 @@ class Recipe:
         d["masked_heads"] = [list(p) for p in self.masked_heads]
         d["masked_neurons"] = [[layer, list(units)] for layer, units in self.masked_neurons]
         d["ranks"] = [list(e) for e in self.ranks]
+        d["shared_layers"] = [list(g) for g in self.shared_layers]
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -224,10 +236,16 @@ class Recipe:
         how = (tuple(self.sparsity_roles), self.sparsity_scope)
         sparse = [(sparsity[i], how) if sparsity[i] > 0 else None for i in range(min(num_layers, len(sparsity)))]
         sparse += [None] * (num_layers - len(sparse))
+        # a shared layer reads its group's weights (under "first", the group's first layer reads its own)
+        shared = [None] * num_layers
+        for group in share_groups(self):
+            for i in group:
+                if i < num_layers and not (self.share_mode == "first" and i == group[0]):
+                    shared[i] = (tuple(group), self.share_mode)
         layers = tuple(
             ("dropped",) if i in dropped else
             (masked[i], neurons[i], sparse[i], tuple(e for e in self.ranks if e[0] == i), bits[i],
-             quant if bits[i] != 32 or self.activation_bits != 32 else None)
+             quant if bits[i] != 32 or self.activation_bits != 32 else None, shared[i])
             for i in range(num_layers)
         )
         return (embedding,) + layers
@@ -271,9 +289,9 @@ class Recipe:
         if self.has_sparsity():
             parts.append(self._describe_sparsity())
         if self.ranks:
-            listed = ", ".join(f"L{l} {ro} r{r}" for l, ro, r in self.ranks[:3])
-            parts.append(f"{len(self.ranks)} low-rank matri{'ces' if len(self.ranks) > 1 else 'x'} ("
-                         + (listed if len(self.ranks) <= 3 else f"{listed}, ...") + ")")
+            parts.append(self._describe_ranks())
+        if share_groups(self):
+            parts.append(self._describe_sharing())
         if self.embedding_size:
             parts.append(f"embeddings factorised (E = {self.embedding_size})")
         if self.embedding_bits != 32:
@@ -294,6 +312,11 @@ class Recipe:
             return f"{what} ({', '.join(f'L{l}: {c}' for l, c in per_layer.items())})"
         return f"{what} in {len(per_layer)} layers"
 
+    def _describe_sharing(self) -> str:
+        groups = share_groups(self)
+        shown = [f"{g[0]}-{g[-1]}" if g == list(range(g[0], g[-1] + 1)) else "+".join(map(str, g)) for g in groups]
+        return f"layers {', '.join(shown)} shared ({self.share_mode})"
+
     def _describe_sparsity(self) -> str:
         s = self.sparsity
         if isinstance(s, list) and len(set(s)) == 1:
@@ -301,6 +324,23 @@ class Recipe:
         amount = f"{s:.0%} sparse" if not isinstance(s, list) else "sparsity " + "/".join(f"{x:.0%}" for x in s)
         roles = "" if len(self.sparsity_roles) == len(ROLES) else ", " + "+".join(self.sparsity_roles)
         return f"{amount} (magnitude, {self.sparsity_scope}{roles})"
+
+    def _describe_ranks(self, max_listed: int = 3, max_groups: int = 4) -> str:
+        """"2 low-rank matrices (L0 query r8, L1 ffn_out r2)"; many: grouped by role and rank,
+        "12 low-rank matrices (ffn_in r64 in L0-5, ffn_out r96 in L0-5)", "12 ... (ffn_in+ffn_out r64 in L0-5)"."""
+        n = len(self.ranks)
+        what = f"{n} low-rank matri{'ces' if n > 1 else 'x'}"
+        if n <= max_listed:
+            return f"{what} ({', '.join(f'L{l} {ro} r{r}' for l, ro, r in self.ranks)})"
+        groups: dict[tuple[str, int], list[int]] = {}
+        for layer, role, rank in sorted(self.ranks, key=lambda e: (ROLES.index(e[1]) if e[1] in ROLES else 99, e[2], e[0])):
+            groups.setdefault((role, rank), []).append(layer)
+        by_layers: dict[tuple, list[str]] = {}  # roles cut to the same rank in the same layers read as one
+        for (role, rank), layers in groups.items():
+            by_layers.setdefault((rank, tuple(layers)), []).append(role)
+        listed = [f"{'+'.join(roles) if len(roles) < len(ROLES) else 'every matrix'} r{rank} in {_layer_ranges(list(layers))}"
+                  for (rank, layers), roles in by_layers.items()]
+        return f"{what} ({', '.join(listed[:max_groups])}{', ...' if len(listed) > max_groups else ''})"
 
     def _describe_neurons(self, max_layers: int = 6) -> str:
         n = self.num_masked_neurons
@@ -346,7 +386,29 @@ class Recipe:
             raise HeadroomError(
                 f"sparsity lists {len(self.layer_sparsity(num_layers))} values but the model has {num_layers} layers."
             )
+        self._check_sharing(num_layers)
         return self.check_values()
+
+    def _check_sharing(self, num_layers: int) -> None:
+        """Groups of shared layers: in range, disjoint, no dropped layer, the other fields alike within a group."""
+        grouped: dict[int, int] = {}
+        dropped = set(self.dropped_layers)
+        for k, group in enumerate(self.shared_layers):
+            if not group:
+                raise HeadroomError("A group of shared layers is empty; list its layers, e.g. [[0, 1], [2, 3]].")
+            for layer in group:
+                if not 0 <= layer < num_layers:
+                    raise HeadroomError(f"Layer {layer} cannot share weights; the model has layers 0-{num_layers - 1}.")
+                if layer in grouped:
+                    raise HeadroomError(f"Layer {layer} is in two groups of shared layers; a layer shares one set of "
+                                        "weights, so put it in one group.")
+                if layer in dropped and len(group) > 1:
+                    raise HeadroomError(f"Layer {layer} is dropped and also shares weights; drop it or share it, not both.")
+                grouped[layer] = k
+        for group in share_groups(self):
+            problem = sharing_problem(self, group, num_layers)
+            if problem:
+                raise HeadroomError(problem)
 
     def check_values(self) -> "Recipe":
         """The checks that need no model: bits, granularity and num_groups are ones Headroom supports."""
@@ -377,12 +439,26 @@ class Recipe:
                 raise HeadroomError(f"The rank of layer {layer}'s {role} must be at least 1, not {rank}.")
         if self.embedding_size < 0:
             raise HeadroomError("embedding_size must be 0 (unchanged) or the factorised size E, e.g. 128.")
+        if self.share_mode not in SHARE_MODES:
+            raise HeadroomError(f"Unknown share_mode '{self.share_mode}'; choose first (the group's first layer) or "
+                                "mean (the element-wise mean of the group).")
         if self.sparsity_scope not in SPARSITY_SCOPES:
             raise HeadroomError(f"Unknown sparsity_scope '{self.sparsity_scope}'; choose local or global.")
         if self.sparsity_scope == "global" and isinstance(self.sparsity, list) and len(set(self.sparsity)) > 1:
             raise HeadroomError("A global sparsity threshold takes one value for all layers; use local scope for "
                                 "a fraction per layer.")
         return self
+
+
+def _layer_ranges(layers: list[int]) -> str:
+    """[0, 1, 2, 5] -> "L0-2+L5"."""
+    runs: list[list[int]] = []
+    for layer in sorted(set(layers)):
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return "+".join(f"L{r[0]}-{r[-1]}" if len(r) > 1 else f"L{r[0]}" for r in runs)
 
 
 class _Refused(Exception):
@@ -418,6 +494,8 @@ def _describe(hint) -> str:
         if inner[1] is str:
             return "a list of [layer, role, rank] entries"
         return "a list of [layer, head] pairs of whole numbers"
+    if origin is list and typing.get_origin(args[0]) is list:
+        return "a list of groups of layers (lists of whole numbers), e.g. [[0, 1], [2, 3]]"
     if origin is list:
         return f"a list of {_describe(args[0]).removeprefix('a ').replace('number', 'numbers')}"
     if origin is tuple:
@@ -544,6 +622,25 @@ def parse_rank_list(text: str) -> list[tuple[int, str, int]]:
             raise HeadroomError(f"'{item}' is not a low-rank matrix; write layer:role:rank, e.g. 0:ffn_in:64 "
                                 "(or a layer range, 0-5:ffn_out:128).") from None
     return entries
+
+
+def parse_share_groups(text: str) -> list[list[int]]:
+    """'0-1,2-3' -> [[0, 1], [2, 3]]; a range 'a-b' or layers joined by '+' ('0+2+4') per group, ',' between groups."""
+    groups = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        try:
+            if "-" in item:
+                lo, hi = (int(x) for x in item.split("-"))
+                layers = list(range(lo, hi + 1))
+            else:
+                layers = [int(x) for x in item.split("+")]
+        except ValueError:
+            raise HeadroomError(f"'{item}' is not a group of layers; write ranges or '+'-joined layers with ',' between "
+                                "groups, e.g. 0-1,2-3 or 0+2+4,1+3+5.") from None
+        if not layers:
+            raise HeadroomError(f"'{item}' is an empty group of layers; write the first layer before the last, e.g. 0-1.")
+        groups.append(layers)
+    return groups
 
 
 def parse_int_list(text: str, what: str = "layers") -> list[int]:

@@ -38,6 +38,7 @@ from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter, head_axis
 from analysis.core.quantize import QuantScheme, fake_quantize, fake_quantize_activations
 from analysis.core.recipe import Recipe
 from analysis.core.lowrank import factorized_embedding_weight, low_rank
+from analysis.core.sharing import shared_parts
 from analysis.core.sparsity import magnitude_masks, sparsify
 
 #: `timer(component, layer)` returns a context manager that times the block it wraps (the
@@ -98,13 +99,17 @@ def _head_rows(heads: list[int], head_size: int, device) -> torch.Tensor:
 
 @torch.no_grad()
 def prepare_layer(adapter: Adapter, index: int, recipe: Recipe, dtype: torch.dtype | None = None,
-                  zeroed: dict | None = None) -> LayerWeights:
+                  zeroed: dict | None = None, shared: dict | None = None) -> LayerWeights:
     """Read layer `index` into a LayerWeights with the recipe's sparsity, head/neuron slicing and bits applied.
 
     `zeroed` are the recipe's magnitude masks (`sparsity.magnitude_masks`, computed once for all
     layers because a global threshold needs them all); None computes nothing (no sparsity).
+    `shared` are the weights shared layers read (`sharing.shared_parts`, once for all layers);
+    None computes them when the recipe shares layers.
     """
-    parts = adapter.layer(index)
+    if shared is None:
+        shared = shared_parts(adapter, recipe)
+    parts = shared.get(index) or adapter.layer(index)  # sharing applies first
     hs = adapter.head_size
     heads = recipe.kept_heads(index, adapter.heads_in_layer(index))
     scheme = QuantScheme.for_layer(recipe, index, adapter.num_layers)
@@ -261,9 +266,10 @@ class SimulatedModel:
         self.recipe = recipe
         self.dtype = dtype
         dropped = set(recipe.dropped_layers)
-        zeroed = magnitude_masks(adapter, recipe)
+        shared = shared_parts(adapter, recipe)  # the weights a group's layers read, one copy per group
+        zeroed = magnitude_masks(adapter, recipe, shared)
         self.layers: dict[int, LayerWeights] = {
-            i: prepare_layer(adapter, i, recipe, dtype, zeroed) for i in range(adapter.num_layers) if i not in dropped
+            i: prepare_layer(adapter, i, recipe, dtype, zeroed, shared) for i in range(adapter.num_layers) if i not in dropped
         }
         self.word_embedding_weight = None
         scheme = QuantScheme.for_embeddings(recipe)

@@ -48,29 +48,36 @@ def smallest_k(values: torch.Tensor, k: int) -> torch.Tensor:
     return mask
 
 
-def _chosen(adapter: Adapter, recipe: Recipe) -> list[tuple[int, str, torch.Tensor, float]]:
-    """(layer, role, weight, fraction) for every matrix the recipe sparsifies."""
+def _chosen(adapter: Adapter, recipe: Recipe, shared: dict | None) -> list[tuple[int, str, torch.Tensor, float]]:
+    """(layer, role, weight, fraction) for every matrix the recipe sparsifies (a shared layer's: its group's)."""
     dropped = set(recipe.dropped_layers)
     fractions = recipe.layer_sparsity(adapter.num_layers)
     out = []
     for i in range(adapter.num_layers):
         if i in dropped or fractions[i] <= 0:
             continue
-        parts = adapter.layer(i)
+        parts = shared.get(i) or adapter.layer(i)
         out += [(i, role, getattr(parts, role).weight, fractions[i]) for role in recipe.sparsity_roles]
     return out
 
 
 @torch.no_grad()
-def magnitude_masks(adapter: Adapter, recipe: Recipe) -> Masks:
-    """The weights `recipe` zeroes, per (layer, role); {} when it has no sparsity."""
+def magnitude_masks(adapter: Adapter, recipe: Recipe, shared: dict | None = None) -> Masks:
+    """The weights `recipe` zeroes, per (layer, role); {} when it has no sparsity.
+
+    `shared`: the weights shared layers read (`sharing.shared_parts`); None computes them.
+    """
     if not recipe.has_sparsity():
         return {}
-    chosen = _chosen(adapter, recipe)
+    if shared is None:
+        from analysis.core.sharing import shared_parts
+
+        shared = shared_parts(adapter, recipe)
+    chosen = _chosen(adapter, recipe, shared)
     if recipe.sparsity_scope == "local":
         return {(i, role): smallest_k(w.abs().flatten(), round(s * w.numel())).view(w.shape)
                 for i, role, w, s in chosen}
-    # global: one ranking over the distinct matrices (a shared ALBERT matrix appears once)
+    # global: one ranking over the distinct matrices (a shared ALBERT or grouped matrix appears once)
     distinct: dict[tuple, tuple[int, str, torch.Tensor]] = {}
     for i, role, w, _ in chosen:
         distinct.setdefault((w.data_ptr(), tuple(w.shape), role), (i, role, w))

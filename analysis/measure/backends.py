@@ -13,6 +13,8 @@ what does it cost in accuracy?", answered on the backend that would serve it. Fo
   against the *unmodified* torch fp32 model in one `timing.compare` call, so each figure is a
   ratio to the same baseline with its 95% interval and verdict (ORT sessions are built per
   thread count: their thread pool is fixed when the session is made).
+A recipe with magnitude sparsity also gets "torch CSR": every encoder Linear of at least 50% zeros as a
+CSR sparse matrix (`core.sparse_kernels`), the one backend here whose kernels skip the zeros.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from analysis.core.recipe import Recipe
 from analysis.errors import HeadroomError
 
 BACKENDS = ("torch fp32", "torch int8", "ORT fp32", "ORT int8", "ORT int8 per-channel")
+#: sparse kernels (`core.sparse_kernels`): added by default when the recipe has magnitude sparsity
+SPARSE_BACKEND = "torch CSR"
+ALL_BACKENDS = BACKENDS + (SPARSE_BACKEND,)
 _ORT_FILES = {"ORT fp32": {}, "ORT int8": {"int8": True}, "ORT int8 per-channel": {"per_channel": True}}
 BASELINE = "torch fp32 (unmodified)"
 
@@ -105,7 +110,7 @@ def _predict(model, evaluator) -> tuple[np.ndarray, float]:
 
 @torch.inference_mode()
 def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 128), (1, 16)), threads=(1, 2),
-                     rounds: int = 10, warmup: int = 2, backends=BACKENDS, progress=None,
+                     rounds: int = 10, warmup: int = 2, backends=None, progress=None,
                      reference=None) -> BackendReport:
     """Build, score and time every backend of `recipe`'s model (see the module docstring).
 
@@ -119,14 +124,16 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
     from analysis.measure.metrics import compute_metrics
     from analysis.measure.timing import compare
 
-    unknown = [b for b in backends if b not in BACKENDS]
+    recipe = recipe or Recipe()
+    if backends is None:
+        backends = ALL_BACKENDS if recipe.has_sparsity() else BACKENDS
+    unknown = [b for b in backends if b not in ALL_BACKENDS]
     if unknown:
-        raise HeadroomError(f"Unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}.")
+        raise HeadroomError(f"Unknown backend(s) {', '.join(unknown)}; choose from {', '.join(ALL_BACKENDS)}.")
     if evaluator.device.type != "cpu":
         raise HeadroomError("The backends comparison runs on CPU (ONNX Runtime's CPU provider, torch int8).")
     say = progress or (lambda msg: None)
     t_start = time.perf_counter()
-    recipe = recipe or Recipe()
     loaded = evaluator.loaded
     evaluator.adapter.validate(recipe)
     if reference is not None and len(reference.dataset) != len(evaluator.dataset):
@@ -148,6 +155,13 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
         q, how, notes = lowbit.build(model, "int8")
         runners["torch int8"] = q
         results["torch int8"] = BackendResult("torch int8", how, lowbit.serialized_bytes(q), notes=notes)
+    if SPARSE_BACKEND in backends:
+        from analysis.core.sparse_kernels import csr_kernels
+
+        sparse, how = csr_kernels(model, min_sparsity=0.5)
+        runners[SPARSE_BACKEND] = sparse
+        notes = [f"{len(how['converted'])} encoder Linears as CSR (>= 50% zeros), {how['dense_linears']} left dense"]
+        results[SPARSE_BACKEND] = BackendResult(SPARSE_BACKEND, how["kernel"], lowbit.serialized_bytes(sparse), notes=notes)
     with tempfile.TemporaryDirectory() as tmp:
         export = {}
         if any(b.startswith("ORT") for b in backends):

@@ -46,6 +46,7 @@ from torch import nn
 from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter
 from analysis.core.quantize import QuantScheme, quantized_bytes
 from analysis.core.recipe import Recipe
+from analysis.core.sharing import counted_elsewhere
 
 MATMUL = 2  # FLOPs per multiply-add
 LAYERNORM = 7  # per element
@@ -242,8 +243,9 @@ def count_parameters(adapter: Adapter, recipe: Recipe | None = None) -> list[Par
     rows = [ParamCount("embeddings", None, params, nbytes + 4.0 * sum(p.numel() for p in rest))]
 
     dropped, counted_shared = set(recipe.dropped_layers), False
+    elsewhere = counted_elsewhere(adapter, recipe)  # grouped layers: counted on their group's first
     for i in range(adapter.num_layers):
-        if i in dropped or (adapter.shares_layers() and counted_shared):
+        if i in dropped or i in elsewhere or (adapter.shares_layers() and counted_shared):
             continue  # ALBERT's shared layer is stored once: its parameters sit on the first kept layer
         counted_shared = True
         parts = adapter.layer(i)

@@ -83,7 +83,8 @@ class Latency:
 def structural_part(recipe: Recipe) -> Recipe:
     """The recipe without its bits: what materialization changes in the model's shape."""
     return Recipe(masked_heads=recipe.masked_heads, dropped_layers=recipe.dropped_layers,
-                  masked_neurons=recipe.masked_neurons, ranks=recipe.ranks, embedding_size=recipe.embedding_size)
+                  masked_neurons=recipe.masked_neurons, ranks=recipe.ranks, embedding_size=recipe.embedding_size,
+                  shared_layers=recipe.shared_layers, share_mode=recipe.share_mode)
 
 
 def has_bits(recipe: Recipe, num_layers: int) -> bool:

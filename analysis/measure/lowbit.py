@@ -131,7 +131,7 @@ def serialized_bytes(model: nn.Module) -> int:
     """
     state = model.state_dict()
     with tempfile.TemporaryDirectory() as d:
-        plain = all(type(v) is torch.Tensor for v in state.values())
+        plain = all(type(v) is torch.Tensor and v.layout == torch.strided for v in state.values())  # CSR: torch.save
         path = os.path.join(d, "weights.safetensors" if plain else "weights.pt")
         if plain:
             from safetensors.torch import save_file

@@ -2,8 +2,8 @@
 
 Honest accounting: quantised matrices cost `bits` per weight *plus* their scales and zero-points;
 biases, LayerNorms, position/type embeddings, the pooler and the classifier stay fp32 (as Q-BERT
-and Q8BERT keep them). Pruned heads, masked FFN neurons and dropped layers cost nothing. ALBERT's shared layer is
-counted once. The result is a prediction of the size of a real int-packed checkpoint; the size of
+and Q8BERT keep them). Pruned heads, masked FFN neurons and dropped layers cost nothing. ALBERT's shared layer, and
+the layers of a group of `shared_layers` (or of a model that already ties them), are counted once. The result is a prediction of the size of a real int-packed checkpoint; the size of
 a materialized directory on disk is measured separately (`materialize.save_materialized`).
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from analysis.core.adapters import EMBEDDING_ROLE, ROLES, Adapter
 from analysis.core.quantize import QuantScheme, quantized_bytes
 from analysis.core.recipe import Recipe
+from analysis.core.sharing import counted_elsewhere
 from analysis.measure.flops import COMPONENT_OF_ROLE
 
 MB = 1e6
@@ -79,8 +80,9 @@ def size_report(adapter: Adapter, recipe: Recipe) -> SizeReport:
 
     dropped = set(recipe.dropped_layers)
     counted_shared = False
+    elsewhere = counted_elsewhere(adapter, recipe)  # grouped layers: counted on their group's first
     for i in range(adapter.num_layers):
-        if i in dropped or (adapter.shares_layers() and counted_shared):
+        if i in dropped or i in elsewhere or (adapter.shares_layers() and counted_shared):
             continue
         counted_shared = True
         parts = adapter.layer(i)

@@ -12,6 +12,8 @@ Every 2-D floating tensor is written in the format where that is smaller than de
 (a dense matrix in a bitmask costs 3% more); everything else (biases, LayerNorms, embeddings tables
 with no zeros) stays dense. The files are safetensors (a tensor per part, the original shapes in
 the metadata), `read_sparse_state` rebuilds the exact dense tensors, and a test checks the round trip.
+`counted_sparse_bytes(adapter, recipe)` gives the same bytes from the recipe's masks without writing a file
+(the dashboard's Weights page, on every change).
 """
 
 from __future__ import annotations
@@ -86,6 +88,43 @@ def read_sparse_state(path: str) -> dict[str, torch.Tensor]:
                 out[name] = torch.sparse_csr_tensor(raw[f"{name}::crow"].long(), raw[f"{name}::col"].long(), values,
                                                     size=shape, check_invariants=True).to_dense()
     return out
+
+
+def _payload_bytes(t: torch.Tensor, fmt: str | None) -> int:
+    """Bytes of `t`'s tensors in a file of format `fmt` (None = dense), as `write_sparse_state` would choose."""
+    dense = t.numel() * t.element_size()
+    if fmt is None or t.ndim != 2 or not t.is_floating_point():
+        return dense
+    return min(dense, _encoded_bytes(t, fmt))
+
+
+@torch.no_grad()
+def counted_sparse_bytes(adapter, recipe) -> dict:
+    """Bytes of the model's tensors under `recipe`'s magnitude sparsity alone, counted from the masks (nothing written).
+
+    Dense (zeros stored, as `save_pretrained` would), bitmask and CSR: exactly the tensor bytes `write_sparse_state`
+    writes for the sparsified state dict (its safetensors header, a few kB, aside). Heads, neurons, bits and ranks of
+    the recipe are not applied here: this is what the zeros alone buy on this model's weights.
+    """
+    from analysis.core.sparsity import magnitude_masks, sparsify
+
+    masks = magnitude_masks(adapter, recipe)
+    by_ptr = {}
+    for (layer, role), mask in masks.items():
+        w = getattr(adapter.layer(layer), role).weight
+        by_ptr.setdefault(w.data_ptr(), (w, mask))  # ALBERT's shared matrix: one mask, counted once
+    out = {"dense": 0, **{fmt: 0 for fmt in FORMATS}}
+    zeros = numel = 0
+    for t in adapter.model.state_dict().values():  # every entry, as `sparse_sizes` writes them
+        if t.data_ptr() in by_ptr and tuple(t.shape) == tuple(by_ptr[t.data_ptr()][0].shape):
+            t = sparsify(t, by_ptr[t.data_ptr()][1])
+        out["dense"] += _payload_bytes(t, None)
+        for fmt in FORMATS:
+            out[fmt] += _payload_bytes(t, fmt)
+        if t.ndim == 2 and t.is_floating_point():
+            zeros, numel = zeros + int((t == 0).sum()), numel + t.numel()
+    return {"bytes": out, "zero_fraction_of_matrices": zeros / max(numel, 1), "sparsified_matrices": len(by_ptr),
+            "relative_to_dense": {fmt: out[fmt] / out["dense"] for fmt in FORMATS}}
 
 
 def sparse_sizes(model: torch.nn.Module, directory: str) -> dict:

@@ -21,7 +21,8 @@ masks the unit; None for a dropped layer): layers may have different widths (a p
 `fraction` of the kept units, ranked after dividing each layer's scores by their L2 norm (as
 Michel et al.'s code does before ranking heads across layers; `normalize_layer=False` ranks the
 raw scores), at least `min_kept` units kept per layer. It returns the Recipe's `masked_neurons`
-and the kept count per layer, which is uneven across layers by design.
+and the kept count per layer, which is uneven across layers by design; `per_layer=True` prunes the
+same fraction of each layer instead (its own least important units: even widths).
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ def neuron_importance(ctx: EvalContext, method: str = "gradient", recipe: Recipe
             if method == "gradient" else
             "first-order Taylor (TextPruner): |sum(W_out * dLoss/dW_out)| over each unit's column, per batch, / N; ")
     return NeuronImportance(method, scores, label_free, seconds=time.perf_counter() - t0,
-                            what=what + f"cross-entropy vs {target}; simulated", **_meta(ctx))
+                            what=what + f"cross-entropy vs {target}; simulated",
+                            details={"data": getattr(ctx.dataset, "name", "")}, **_meta(ctx))
 
 
 @dataclass
@@ -160,10 +162,16 @@ class NeuronPruning:
 
 
 def prune_fraction(importance: NeuronImportance, fraction: float, *, normalize_layer: bool = True,
-                   min_kept: int = 1) -> NeuronPruning:
-    """The least important `fraction` of the scored units (global order), keeping >= `min_kept` per layer."""
+                   min_kept: int = 1, per_layer: bool = False) -> NeuronPruning:
+    """The least important `fraction` of the scored units (global order), keeping >= `min_kept` per layer.
+
+    `per_layer`: the same fraction of every layer instead (round(fraction x scored units) of each, its own
+    least important; ties by unit), so every layer keeps the same share: uniform widths, no global ranking.
+    """
     if not 0 <= fraction <= 1:
         raise HeadroomError(f"The fraction of FFN neurons to prune must be between 0 and 1, not {fraction}.")
+    if per_layer:
+        return _prune_per_layer(importance, fraction, min_kept)
     order = importance.pruning_order(normalize_layer)
     target = int(round(fraction * len(order)))
     scored = {l: int(np.isfinite(s).sum()) for l, s in enumerate(importance.scores) if s is not None}
@@ -181,3 +189,19 @@ def prune_fraction(importance: NeuronImportance, fraction: float, *, normalize_l
     sizes = [None if s is None else len(s) for s in importance.scores]
     kept = [None if s is None else int(np.isfinite(s).sum()) - len(masked.get(l, [])) for l, s in enumerate(importance.scores)]
     return NeuronPruning(fraction, [(l, sorted(u)) for l, u in sorted(masked.items())], kept, sizes)
+
+
+def _prune_per_layer(importance: NeuronImportance, fraction: float, min_kept: int) -> NeuronPruning:
+    masked, kept = [], []
+    for layer, s in enumerate(importance.scores):
+        if s is None:
+            kept.append(None)
+            continue
+        units = np.flatnonzero(np.isfinite(s))
+        k = min(int(round(fraction * len(units))), max(len(units) - min_kept, 0))
+        order = units[np.argsort(s[units], kind="stable")]  # least important first; ties: the lower unit
+        if k:
+            masked.append((layer, sorted(int(u) for u in order[:k])))
+        kept.append(len(units) - k)
+    sizes = [None if s is None else len(s) for s in importance.scores]
+    return NeuronPruning(fraction, masked, kept, sizes)

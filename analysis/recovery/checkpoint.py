@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from analysis.core.materialize import plain_loadable
+from analysis.core.sharing import save_pretrained
 from analysis.core.recipe import Recipe
 from analysis.errors import HeadroomError
 
@@ -76,7 +77,7 @@ def save_recovered(model, tokenizer, out_dir: str, recipe: Recipe, result: dict,
 
     model.config.architectures = [type(model).__name__]
     with atomic_directory(out_dir, overwrite=overwrite, inputs=inputs, what="recovered model directory") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        save_pretrained(model, tmp)  # a shared (tied) layer's tensors once
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         (tmp / "recipe.json").write_text(recipe.to_json(), encoding="utf-8")

@@ -123,7 +123,9 @@ def recover(loaded, recipe: Recipe, config: RecoveryConfig, *, train: TextDatase
     student.model.to(dev)
     pruner = student.pruner.to(dev) if student.pruner is not None else None
     if config.freeze_word_embeddings:
-        student.adapter.word_embeddings.weight.requires_grad_(False)
+        words = student.adapter.word_embeddings
+        # factorised embeddings (ALBERT's E): the V x E table is frozen, its E x H projection trains
+        (words.table.weight if hasattr(words, "table") else words.weight).requires_grad_(False)
     layer_map = LayerMap.build(config.layer_map, student.kept_layers, student.teacher_layers)
     need_hidden = bool(config.hidden_weight or config.pkd_weight)
     need_attention = bool(config.attention_weight)

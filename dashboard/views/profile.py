@@ -28,9 +28,55 @@ def component_table(df):
     })
 
 
+def counted_table(adapter, recipe, batch_size: int, seq_len: int):
+    """Parameters and FLOPs per component, counted (nothing runs), for the baseline and under `recipe`."""
+    import pandas as pd
+
+    from analysis.core.recipe import Recipe
+    from analysis.measure.flops import COMPONENTS, count_flops, count_parameters, flops_by_component
+
+    def params(r):
+        by = dict.fromkeys(COMPONENTS, 0)
+        for row in count_parameters(adapter, r):
+            by[row.component] += row.params
+        return by
+
+    base_p, rec_p = params(Recipe()), params(recipe)
+    base_f = flops_by_component(count_flops(adapter, Recipe(), batch_size, seq_len))
+    rec_f = flops_by_component(count_flops(adapter, recipe, batch_size, seq_len))
+    rows = [{"component": c, "parameters (M), baseline": base_p[c] / 1e6, "parameters (M), recipe": rec_p[c] / 1e6,
+             "GFLOPs, baseline": base_f.get(c, 0) / 1e9, "GFLOPs, recipe": rec_f.get(c, 0) / 1e9} for c in COMPONENTS]
+    df = pd.DataFrame(rows)
+    total = {"component": "total", **{k: df[k].sum() for k in df.columns if k != "component"}}
+    return pd.concat([df, pd.DataFrame([total])], ignore_index=True).round(3)
+
+
+def _counted(adapter, recipe, batch_size: int, seq_len: int) -> None:
+    """Counted at once under the current recipe (no timing): parameters and FLOPs against the baseline."""
+    from dashboard.widgets import recipe_label
+
+    df = counted_table(adapter, recipe, batch_size, seq_len)
+    total = df.iloc[-1]
+    c1, c2 = st.columns(2)
+    is_base = recipe.is_baseline()
+    c1.metric("parameters · counted", f"{total['parameters (M), recipe']:.2f} M",
+              delta=None if is_base else f"{100 * total['parameters (M), recipe'] / total['parameters (M), baseline']:.0f}% of baseline",
+              delta_color="off", delta_arrow="off", help="Counted from the shapes the recipe keeps (heads, FFN neurons, "
+              "layers, low-rank factors, factorised embeddings); zeros of magnitude sparsity still count.")
+    c2.metric(f"GFLOPs · counted, batch {batch_size} x {seq_len}", f"{total['GFLOPs, recipe']:.2f}",
+              delta=None if is_base else f"{100 * total['GFLOPs, recipe'] / total['GFLOPs, baseline']:.0f}% of baseline",
+              delta_color="off", delta_arrow="off", help="One forward pass, 2 FLOPs per multiply-add "
+              "(analysis/measure/flops.py); dense kernels multiply sparse zeros too.")
+    st.caption(f"Counted under the session recipe: **{recipe_label(recipe)}** (edit it on Heads, Layers, Bits or "
+               "Weights; the link carries it).")
+    with st.expander("Parameters and FLOPs per component: baseline vs recipe", expanded=False):
+        st.dataframe(df, hide_index=True, key="prof_counted")
+
+
 def render() -> None:
     st.title("Profile")
-    st.caption("Where the parameters, FLOPs and time go, under the current recipe.")
+    st.caption("Where the parameters, FLOPs and time go, under the current recipe: counted at once, timed on "
+               "**Profile**.")
     ctx = widgets.context()
     if ctx is None:
         return
@@ -43,6 +89,8 @@ def render() -> None:
     batch_size = c1.select_slider("Batch size", [1, 8, 32, 64], value=32, key="prof_batch")
     seq_len = c2.select_slider("Sequence length", [16, 32, 64, 128, 256], value=min(128, ev.max_length), key="prof_seq")
     run = c3.button("Profile", type="primary", key="prof_run", width="stretch")
+    with widgets.guard():
+        _counted(ev.adapter, recipe, batch_size, seq_len)
     key = (choice.key(), recipe.key(), batch_size, seq_len)
     reports = st.session_state.setdefault(state.PROFILES, {})
     with widgets.guard():
