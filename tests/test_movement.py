@@ -176,6 +176,42 @@ def test_movement_scores_get_the_straight_through_gradient(loaded):
     assert len(grads) == 18 and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_movement_keeps_the_weights_that_move_away_from_zero_where_magnitude_keeps_the_large_ones():
+    """Sanh et al.'s case for movement: large weights that training shrinks (noise features) and small ones
+    it grows (the signal). After the same steps, movement's TopK(S) keeps the signal, magnitude the noise."""
+    from torch.func import functional_call
+
+    from analysis.recovery.pruning import Slot
+
+    torch.manual_seed(0)
+    signal, noise = 8, 8
+    x = torch.randn(512, signal + noise)
+    y = x[:, :signal] @ torch.ones(signal, 1)  # only the first 8 features matter, weight 1 each
+    kept = {}
+    for method in ("movement", "magnitude"):
+        model = torch.nn.Sequential(torch.nn.Linear(signal + noise, 1, bias=False))
+        with torch.no_grad():  # small weights on the signal, large ones on the noise
+            model[0].weight.copy_(torch.cat([torch.full((1, signal), 0.1), torch.full((1, noise), 0.5)], 1))
+        pruner = Pruner(model, method=method, targets=[Slot("0.weight", 0, 1, 0, "ffn_in")], final=0.5,
+                        start=0.5, end=0.5)
+        groups = [{"params": list(model.parameters()), "lr": 1e-2}]
+        if method == "movement":
+            groups.append({"params": pruner.score_parameters(), "lr": 1e-2})
+        optimizer = torch.optim.Adam(groups)
+        for step in range(20):  # fraction < 0.5: scores accumulate, nothing pruned yet
+            pruner.update(step, step / 40)
+            params = dict(model.named_parameters())
+            out = functional_call(model, {**params, **pruner.swapped(params)}, (x,))
+            torch.nn.functional.mse_loss(out, y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        assert pruner.mask_sparsity == 0.0
+        pruner.update(20, 0.5)  # the final sparsity: half the weights go
+        kept[method] = pruner.keep_masks()["0.weight"][0]
+    assert kept["movement"].tolist() == [True] * signal + [False] * noise
+    assert kept["magnitude"].tolist() == [False] * signal + [True] * noise
+
+
 def test_fused_qkv_is_pruned_per_row_block():
     model = tiny_model("modernbert")
     config = quick(prune_method="magnitude", prune_sparsity=0.5, prune_roles=["query", "key"], prune_warmup=0.0,
