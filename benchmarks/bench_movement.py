@@ -16,7 +16,11 @@ final sparsity, ship). Movement's scores have their own lr (`prune_lr`, the pape
 evaluation split is scored once per run, on the exported model reloaded from disk. Bytes: the
 dense safetensors (zeros included) and the bitmask / CSR files of `analysis.measure.sparse_files`.
 
-Rows are written as they finish; a rerun with the same --out skips them.
+Two diagnostics per fine-tuned row: `pruned_weight_magnitude` (the mean |W| of the teacher's weights
+that the run pruned, over the mean |W| of the pruned matrices: < 1 prunes small weights, > 1 large
+ones) and `max_logged_loss` (the worst logged training loss, 10-step means: a collapse shows there).
+
+Rows are written as they finish; a rerun with the same --out skips them (refused if its budget differs).
 
     OMP_NUM_THREADS=2 nice python benchmarks/bench_movement.py --model demo --out benchmarks/results/movement_demo.json
 """
@@ -31,6 +35,7 @@ import time
 
 import torch
 
+from analysis.core.adapters import Adapter
 from analysis.core.materialize import materialize
 from analysis.core.recipe import Recipe
 from analysis.io.datasets import load_dataset
@@ -43,13 +48,26 @@ from analysis.recovery.config import RecoveryConfig
 from analysis.recovery.loop import recover
 
 
+def pruned_magnitude(teacher, pruned) -> float:
+    """Mean |W| of the teacher's weights that are zero in `pruned`, over the mean |W| of those matrices."""
+    a, b = Adapter(teacher), Adapter(pruned)
+    at_zeros, zeros, total, count = 0.0, 0, 0.0, 0
+    for j in range(a.num_layers):
+        for role in ("query", "key", "value", "attention_output", "ffn_in", "ffn_out"):
+            w, p = getattr(a.layer(j), role).weight.detach(), getattr(b.layer(j), role).weight.detach()
+            z = p == 0
+            at_zeros, zeros = at_zeros + float(w.abs()[z].sum()), zeros + int(z.sum())
+            total, count = total + float(w.abs().sum()), count + w.numel()
+    return (at_zeros / max(zeros, 1)) / (total / count)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo")
-    p.add_argument("--sparsities", default="0.5,0.9,0.97,0.1,0.7")
+    p.add_argument("--sparsities", default="0.1,0.3,0.5,0.7,0.9,0.97")
     p.add_argument("--methods", default="magnitude,movement")
-    p.add_argument("--train-limit", type=int, default=2000)
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--train-limit", type=int, default=4000)
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--prune-lr", type=float, default=1e-2)
@@ -70,18 +88,21 @@ def main(argv=None):
     base = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1, holdout=0,
                 eval_split="none", device="cpu", prune_warmup=0.1, prune_end=0.7, prune_every=args.prune_every,
                 prune_lr=args.prune_lr)
+    budget = {k: base[k] for k in ("epochs", "batch_size", "lr", "warmup_ratio", "prune_warmup", "prune_end",
+                                   "prune_every", "prune_lr")} | {"train_examples": args.train_limit}
     rows = []
     if os.path.exists(args.out):
         with open(args.out) as f:
-            rows = json.load(f).get("rows", [])
+            old = json.load(f)
+        if {k: old.get("budget", {}).get(k) for k in budget} != budget:
+            raise SystemExit(f"{args.out} holds rows of another budget; give another --out.")
+        rows = old.get("rows", [])
     done = {(r["method"], r["sparsity"]) for r in rows}
     ev = Evaluator(loaded, test)
     header = {"model": args.model, "data": data, "eval_split": test.name, "eval_examples": len(test),
               "train": train.name, "train_examples": len(train), "teacher_metric": ev.baseline.metric,
               "metric": ev.baseline.metric_name, "threads": args.threads, "device": "cpu",
-              "budget": {k: base[k] for k in ("epochs", "batch_size", "lr", "warmup_ratio", "prune_warmup",
-                                              "prune_end", "prune_every", "prune_lr")}
-              | {"train_examples": len(train), "selection": "none: the last weights (at the final sparsity)"},
+              "budget": budget | {"selection": "none: the last weights (at the final sparsity)"},
               "roles": "query,key,value,attention_output,ffn_in,ffn_out (local top-k; embeddings, classifier dense)",
               "note": "sparsity buys size (bitmask/CSR files), not speed on dense kernels"}
 
@@ -118,6 +139,7 @@ def main(argv=None):
                 metric = Evaluator(again, test).baseline.metric
                 eval_s = time.perf_counter() - t
                 sizes = sizes_of(again.model, tmp)
+                magnitude_ratio = pruned_magnitude(loaded.model, again.model)
             pr = res["pruning"]
             rows.append({"method": method, "sparsity": s, "metric": metric, "train_minutes": res["train_minutes"],
                          "steps": res["steps"], "bytes": sizes,
@@ -126,7 +148,9 @@ def main(argv=None):
                          "pruned_zero_fraction": pr["zero_fraction"], "pruned_matrices": pr["pruned_matrices"],
                          "min_matrix_zero_fraction": min(m["zeros"] / m["weights"] for m in pr["per_matrix"]),
                          "max_matrix_zero_fraction": max(m["zeros"] / m["weights"] for m in pr["per_matrix"]),
-                         "final_loss": res["history"][-1]["loss"], "eval_seconds": round(eval_s, 1),
+                         "final_loss": res["history"][-1]["loss"],
+                         "max_logged_loss": max(r["loss"] for r in res["history"] if r["loss"] is not None),
+                         "pruned_weight_magnitude": round(magnitude_ratio, 3), "eval_seconds": round(eval_s, 1),
                          "loadavg_before": [round(x, 2) for x in load_before],
                          "loadavg_after": [round(x, 2) for x in os.getloadavg()]})
             save()
