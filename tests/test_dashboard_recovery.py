@@ -48,3 +48,45 @@ def test_recovery_page_runs_a_recovery_and_makes_it_the_current_model():
     assert not at.exception, at.exception
     assert at.session_state[state.CHOICE].model == run["result"]["out_dir"]
     assert [e.value for e in at.error] == []
+
+
+def test_recovery_page_prunes_while_training_to_the_chosen_sparsity():
+    """The unmodified model + movement pruning to 50%: the recovered model has half of each encoder matrix at
+    zero, the run is named after its pruning, and its size on the plot is the bitmask file's."""
+    from streamlit.testing.v1 import AppTest
+
+    from analysis.core.adapters import ROLES, Adapter
+    from analysis.io.models import load_model
+    from dashboard import state
+    from dashboard.views.recovery import UNMODIFIED
+
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["page"] = "recovery"
+    at.run()
+    assert not at.exception, at.exception
+    at.selectbox(key=state.RECOVERY_RECIPE).set_value(UNMODIFIED).run()
+    start = next(b for b in at.button if b.label == "Start")
+    assert start.disabled  # the unmodified model, no pruning: nothing to recover
+    at.radio(key=state.RECOVERY_PRUNE).set_value("movement").run()
+    at.slider(key=state.RECOVERY_PRUNE_SPARSITY).set_value(50).run()
+    start = next(b for b in at.button if b.label == "Start")
+    assert not start.disabled
+    start.click().run()
+    job = at.session_state[state.JOBS]["recovery"]
+    deadline = time.time() + 240
+    while not job.done and time.time() < deadline:
+        time.sleep(1)
+    assert job.done and job.error is None, job.error
+    at.run()
+    assert not at.exception, at.exception
+    (key, run), = at.session_state[state.RECOVERY_RUNS].items()
+    assert key[2] == "ce + movement 50%"
+    pruning = run["result"]["pruning"]
+    assert pruning["method"] == "movement" and pruning["final_sparsity"] == 0.5
+    model = load_model(run["result"]["out_dir"], device="cpu").model
+    a = Adapter(model)
+    for j in range(a.num_layers):
+        for role in ROLES:
+            w = getattr(a.layer(j), role).weight
+            assert int((w == 0).sum()) == round(0.5 * w.numel())
+    assert [e.value for e in at.error] == []

@@ -7,6 +7,11 @@ split), Stop keeps the best checkpoint so far. When it ends, the session's evalu
 are scored once: the recipe before recovery (simulated) and the recovered model (measured),
 drawn as an arrow on accuracy vs size. "Make it the current model" loads the recovered directory
 as this session's model, so every page (and new recipes) applies to it.
+
+"Prune while training" adds gradual magnitude or movement pruning (Sanh et al. 2020) of the encoder's
+linears to the run, to a final fraction of zeros per matrix; it starts from any recipe without weight
+sparsity, the unmodified model included. The size of such a model is its bitmask file (measured, on
+disk): zeros buy size, not speed on dense kernels.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from analysis.recovery.config import OBJECTIVES, RecoveryConfig
 from dashboard import resources, state, widgets
 
 JOB = "recovery"
+UNMODIFIED = "the unmodified model (prune while training)"
+PRUNE_LABELS = {"none": "no", "magnitude": "gradual magnitude", "movement": "movement (Sanh et al. 2020)"}
 OUT_ROOT = Path(tempfile.gettempdir()) / "headroom-recovered"
 
 
@@ -47,6 +54,7 @@ def _session_recipes(choice) -> dict[str, Recipe]:
     current = state.recipe()
     if not current.is_baseline():
         recipes.setdefault(current.name or current.describe(), current)
+    recipes[UNMODIFIED] = Recipe()  # for pruning while training
     return recipes
 
 
@@ -58,7 +66,7 @@ def _start(choice, ev, recipe: Recipe, config: RecoveryConfig) -> None:
     out_dir = tempfile.mkdtemp(prefix="run-", dir=OUT_ROOT)
     rows: list[dict] = []
     st.session_state[state.RECOVERY_CURVE] = rows
-    key = (choice.key(), recipe.key(), config.objective)
+    key = (choice.key(), recipe.key(), _run_name(config))
 
     def run(job):
         result = recover(ev.loaded, recipe, config, train=train, test=ev.dataset, out_dir=out_dir, overwrite=True,
@@ -66,6 +74,21 @@ def _start(choice, ev, recipe: Recipe, config: RecoveryConfig) -> None:
         return {"key": key, "recipe": recipe, "result": result}
 
     widgets.start_job(JOB, run)
+
+
+def _run_name(config: RecoveryConfig) -> str:
+    """The objective, and the pruning while training if any: 'ce', 'ce + movement 90%'."""
+    if config.prune_method == "none":
+        return config.objective
+    return f"{config.objective} + {config.prune_method} {100 * config.prune_sparsity:g}%"
+
+
+def _size_mb(choice, run: dict) -> float:
+    """A pruned-while-training model: its bitmask file (measured); otherwise the recipe's size."""
+    sparse = run["result"].get("saved", {}).get("sparse_weights_bytes")
+    if run["result"].get("pruning", {}).get("method", "none") != "none" and sparse:
+        return sparse["bitmask"] / 1e6
+    return resources.evaluate(choice, run["recipe"]).size.mb
 
 
 def _curve(rows: list[dict], metric: str) -> None:
@@ -108,7 +131,7 @@ def _arrows(choice, runs: dict) -> None:
     for (key, _, objective), run in runs.items():
         if key != choice.key() or "eval" not in run["result"]:
             continue
-        size = resources.evaluate(choice, run["recipe"]).size.mb
+        size = _size_mb(choice, run)
         e = run["result"]["eval"]
         label = f"{run['recipe'].name or run['recipe'].describe()} + {objective}"
         fig.add_scatter(x=[size, size], y=[100 * e["before"], 100 * e["after"]], mode="markers", name=label,
@@ -116,7 +139,7 @@ def _arrows(choice, runs: dict) -> None:
         fig.add_annotation(x=size, y=100 * e["after"], ax=size, ay=100 * e["before"], xref="x", yref="y",
                            axref="x", ayref="y", showarrow=True, arrowhead=3, arrowwidth=2)
     fig.update_layout(title="Before (open circle, simulated) -> after recovery (diamond, measured)",
-                      xaxis_title="size MB (from bits)", yaxis_title=f"{base.metric_name} (%)", height=360,
+                      xaxis_title="size MB (from bits; pruned while training: its bitmask file)", yaxis_title=f"{base.metric_name} (%)", height=360,
                       margin=dict(t=40), legend=dict(orientation="h", y=-0.3))
     st.plotly_chart(fig, key="rec_arrows")
 
@@ -126,7 +149,7 @@ def _results(choice, runs: dict) -> None:
     if not mine:
         return
     rows = []
-    for (_, _, objective), run in mine.items():
+    for (_, _, objective), run in mine.items():  # objective: the run's name (objective + pruning)
         r, e = run["result"], run["result"].get("eval") or {}
         rows.append({"recipe": run["recipe"].name or run["recipe"].describe(), "objective": objective,
                      "status": r["status"], "before (simulated)": e.get("before"), "after (measured)": e.get("after"),
@@ -168,10 +191,32 @@ def render() -> None:
             amount = c3.number_input(budget, min_value=1 if budget == "epochs" else 0.1, value=1 if budget == "epochs"
                                      else 2.0, key=f"{state.RECOVERY_AMOUNT}{budget}")
             st.caption(OBJECTIVES[objective][1])
+            p1, p2 = st.columns([3, 4])
+            method = p1.radio("Prune while training", list(PRUNE_LABELS), format_func=PRUNE_LABELS.get,
+                              horizontal=True, key=state.RECOVERY_PRUNE,
+                              help="Prune Q, K, V, O and the FFN of every layer while training, each matrix to the "
+                                   "same final fraction of zeros (cubic schedule: none until 10% of the steps, all by "
+                                   "70%). Gradual magnitude keeps the largest weights; movement learns a score per "
+                                   "weight and keeps those that training moves away from zero.")
+            sparsity = 0.0
+            if method != "none":
+                sparsity = p2.slider("Final sparsity (%)", 10, 97, 50, key=state.RECOVERY_PRUNE_SPARSITY) / 100
+                p2.caption("Zeros buy size (a bitmask file), not speed on dense kernels. Measured on demo: movement "
+                           "from an already fine-tuned model needs far more training than magnitude (README, "
+                           "Recovery).")
+            refused = method != "none" and recipes[label].has_sparsity()
+            if refused:
+                st.warning("This recipe already has weight sparsity; pick one without it to prune while training.")
             job = widgets.get_job(JOB)
             running = job is not None and not job.done
-            if st.button("Start", key="rec_start", disabled=running, type="primary"):
+            if recipes[label].is_baseline() and method == "none":
+                st.caption("The unmodified model with no pruning would only be fine-tuned again: pick a recipe or "
+                           "prune while training.")
+            if st.button("Start", key="rec_start", type="primary",
+                         disabled=running or refused or (recipes[label].is_baseline() and method == "none")):
                 changes = {"device": choice.device, "holdout": 12 if choice.data == "tiny" else 500}
+                if method != "none":
+                    changes.update(prune_method=method, prune_sparsity=sparsity)
                 changes.update({"epochs": int(amount)} if budget == "epochs" else {"minutes": float(amount), "epochs": 1000})
                 _start(choice, ev, recipes[label], RecoveryConfig.for_objective(objective, **changes))
                 st.rerun()
