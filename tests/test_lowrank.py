@@ -182,3 +182,21 @@ def test_a_factorised_embedding_recipe_recovers_with_the_table_frozen_and_the_pr
     table0, proj0 = captured["before"]
     assert torch.equal(words.table.weight.detach(), table0)  # frozen
     assert not torch.equal(words.projection.weight.detach(), proj0)  # trained
+
+
+def test_svd_factors_are_cached_by_value_and_a_changed_matrix_misses():
+    from analysis.core import lowrank
+
+    torch.manual_seed(0)
+    w = torch.randn(48, 32)
+    lowrank._cache.clear()
+    first = lowrank.truncated_svd(w, 8)
+    assert len(lowrank._cache) == 1
+    again = lowrank.truncated_svd(w.clone(), 16)  # same values, another tensor and rank: a hit
+    assert len(lowrank._cache) == 1
+    assert torch.equal(again[0][:8], first[0]) and torch.equal(again[1][:, :8], first[1])
+    changed = w.clone()
+    changed[3, 4] += 1e-3
+    other = lowrank.truncated_svd(changed, 8)
+    assert len(lowrank._cache) == 2 and not torch.equal(other[0], first[0])
+    assert torch.allclose(other[1] @ other[0], lowrank.low_rank(changed, 8))

@@ -20,16 +20,50 @@ read-only `weight` (the product) so Headroom's adapters still read one matrix pe
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+CACHE_BYTES = 512 * 2**20  # float64 factors kept, least recently used dropped first
+_cache: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _content_key(weight: torch.Tensor) -> tuple:
+    """The matrix by its values (a new tensor with the same values hits; any changed value misses)."""
+    w = weight.detach().contiguous().cpu()
+    if w.dtype == torch.bfloat16:
+        w = w.view(torch.int16)
+    return w.shape, str(weight.dtype), str(weight.device), hashlib.blake2b(w.numpy(), digest_size=16).digest()
+
+
+def full_svd(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """U, S, Vh of W in float64, computed once per distinct matrix (a change of rank or E reuses them)."""
+    key = _content_key(weight)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+    factors = torch.linalg.svd(weight.detach().double(), full_matrices=False)  # (out, k), (k,), (k, in)
+    size = sum(t.numel() * t.element_size() for t in factors)
+    with _cache_lock:
+        if size <= CACHE_BYTES:
+            _cache[key] = factors
+            while sum(t.numel() * t.element_size() for f in _cache.values() for t in f) > CACHE_BYTES:
+                _cache.popitem(last=False)
+    return factors
+
+
 @torch.no_grad()
 def truncated_svd(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(down (r, in), up (out, r), energy kept) of W (out, in) at rank r (capped at min(out, in))."""
-    w = weight.detach().double()
-    U, S, Vh = torch.linalg.svd(w, full_matrices=False)  # (out, k), (k,), (k, in)
+    U, S, Vh = full_svd(weight)
     r = max(1, min(rank, S.numel()))
     root = S[:r].sqrt()
     up = (U[:, :r] * root).to(weight.dtype)  # (out, r)
