@@ -133,6 +133,10 @@ W_RANK_ROLES = _key("w_rank_roles", "list[str]: the matrices of those layers cut
 W_RANK_MODE = _key("w_rank_mode", "str: 'fraction of full rank' or 'rank per role' (Weights)")
 W_RANK_FRACTION = _key("w_rank_fraction", "float: the rank as a fraction of each matrix's full rank (Weights)")
 W_RANK_OF = _family("w_rank_of_", "int: the rank of one role's matrices (Weights, rank per role)")
+W_SHARE_PRESET = _key("w_share_preset", "str: none / neighbouring pairs / all layers one / groups typed below (Weights)")
+W_SHARE_MODE = _key("w_share_mode", "str: first or mean, the weights a shared group runs (Weights)")
+W_SHARE_GROUPS = _key("w_share_groups", "str: typed groups of shared layers, '0,1; 2,3' (Weights)")
+W_SHARE_SYNCED = _key("w_share_synced", "tuple: the sharing the Weights widgets last wrote or showed (Weights)")
 W_EMBEDDING = _key("w_embedding", "int: the factorised embedding size E, 0 = full (Weights)")
 
 

@@ -181,6 +181,35 @@ def test_embedding_size_writes_the_recipe_and_counts_parameters():
     assert url_code(at) == "x16"
 
 
+def test_sharing_presets_and_typed_groups_write_the_recipe_and_count_parameters():
+    at = app()  # the tiny model: 3 layers
+    full = metric(at, "parameters") if any(m.label == "parameters" for m in at.metric) else None
+    assert full is None  # no sharing, no count
+    at.radio(key=state.W_SHARE_PRESET).set_value("neighbouring pairs").run()
+    ok(at)
+    assert at.session_state[state.RECIPE].shared_layers == [[0, 1]]
+    pairs = metric(at, "parameters")
+    at.radio(key=state.W_SHARE_PRESET).set_value("all layers one").run()
+    ok(at)
+    assert at.session_state[state.RECIPE].shared_layers == [[0, 1, 2]]
+    assert float(metric(at, "parameters").split()[0]) < float(pairs.split()[0])
+    at.radio(key=state.W_SHARE_MODE).set_value("mean").run()
+    ok(at)
+    assert at.session_state[state.RECIPE].share_mode == "mean"
+    assert url_code(at) == "km0-1-2"
+    at.radio(key=state.W_SHARE_PRESET).set_value("groups typed below").run()
+    at.text_input(key=state.W_SHARE_GROUPS).input("1, 2").run()
+    ok(at)
+    assert at.session_state[state.RECIPE].shared_layers == [[1, 2]]
+    at.text_input(key=state.W_SHARE_GROUPS).input("1, x").run()  # refused in one sentence, the recipe stays
+    assert not at.exception
+    assert at.session_state[state.RECIPE].shared_layers == [[1, 2]]
+    assert any("not a group of layer numbers" in str(w.value) for w in list(at.warning) + list(at.error))
+    at.radio(key=state.W_SHARE_PRESET).set_value("none").run()
+    ok(at)
+    assert at.session_state[state.RECIPE].shared_layers == []
+
+
 def test_the_new_fields_travel_in_the_link_and_set_the_widgets():
     r = Recipe(masked_neurons=[(0, [1, 5, 95]), (2, list(range(40)))], sparsity=0.5, sparsity_roles=["ffn_in"],
                sparsity_scope="global", ranks=[(1, "ffn_out", 8), (2, "ffn_out", 8)], embedding_size=32)

@@ -12,6 +12,9 @@ Four controls on the session Recipe, with the live metrics panel (simulated, one
 - Low rank (analysis.core.lowrank): chosen matrices of chosen layers cut to a rank (a fraction of full rank, or a
   rank per role), with the spectrum energy each keeps and the parameters saved.
 - Embedding size E (ALBERT's factorisation): the word-embedding parameters before and after, and the energy kept.
+- Cross-layer sharing (ALBERT): groups of layers that run one set of weights (the group's first layer's, or their
+  mean), as pairs, one group of all layers, or typed groups; the encoder parameters left and what recovery
+  brought back on demo (benchmarks/RESULTS.md, "Cross-layer sharing").
 """
 
 from __future__ import annotations
@@ -364,11 +367,93 @@ def _embedding(choice, ev) -> None:
                    f"(rank {E} of {len(spectrum)}).")
 
 
+# ------------------------------------------------------------------------------ cross-layer sharing
+SHARE_PRESETS = ("none", "neighbouring pairs", "all layers one", "groups typed below")
+
+
+def _pairs(n: int) -> list[list[int]]:
+    return [[i, i + 1] for i in range(0, n - 1, 2)]
+
+
+def parse_groups(text: str) -> list[list[int]]:
+    """'0,1; 2,3' -> [[0, 1], [2, 3]] (a HeadroomError in one sentence for anything else)."""
+    from analysis.errors import HeadroomError
+
+    groups = []
+    for part in (p for p in text.replace("|", ";").split(";") if p.strip()):
+        try:
+            groups.append([int(x) for x in part.replace(" ", ",").split(",") if x.strip()])
+        except ValueError:
+            raise HeadroomError(f"'{part.strip()}' is not a group of layer numbers; write groups like 0,1; 2,3.") from None
+    return groups
+
+
+def _preset_of(recipe: Recipe, n: int) -> str:
+    if not recipe.shared_layers:
+        return "none"
+    if recipe.shared_layers == _pairs(n):
+        return "neighbouring pairs"
+    if recipe.shared_layers == [list(range(n))]:
+        return "all layers one"
+    return "groups typed below"
+
+
+def _on_sharing_changed(adapter) -> None:
+    from analysis.errors import HeadroomError
+
+    ss, n = st.session_state, adapter.num_layers
+    preset = ss.get(state.W_SHARE_PRESET, "none")
+    try:
+        groups = {"none": [], "neighbouring pairs": _pairs(n), "all layers one": [list(range(n))]}.get(preset)
+        if groups is None:
+            groups = parse_groups(ss.get(state.W_SHARE_GROUPS, ""))
+    except HeadroomError as e:  # one sentence for the panel
+        ss[state.RECIPE_ERROR] = str(e)
+        return
+    new = state.recipe().replace(shared_layers=groups, share_mode=ss.get(state.W_SHARE_MODE, "first"), name="")
+    if state.set_recipe(new, adapter):
+        ss[state.W_SHARE_SYNCED] = (tuple(map(tuple, new.shared_layers)), new.share_mode)
+
+
+def _sharing(choice, ev) -> None:
+    adapter, recipe, ss = ev.adapter, state.recipe(), st.session_state
+    n = adapter.num_layers
+    st.markdown("**Cross-layer sharing** · ALBERT's one set of weights for several layers")
+    sharing = (tuple(map(tuple, recipe.shared_layers)), recipe.share_mode)
+    if ss.get(state.W_SHARE_SYNCED) != sharing or state.W_SHARE_PRESET not in ss:
+        # the recipe changed elsewhere (a link, undo, Trade-offs): the widgets follow it; otherwise they keep
+        # what the user picked ("groups typed below" may still spell a preset's groups)
+        ss[state.W_SHARE_PRESET] = _preset_of(recipe, n)
+        ss[state.W_SHARE_MODE] = recipe.share_mode
+        ss[state.W_SHARE_GROUPS] = "; ".join(",".join(map(str, g)) for g in recipe.shared_layers)
+        ss[state.W_SHARE_SYNCED] = sharing
+    changed = dict(on_change=_on_sharing_changed, args=(adapter,))
+    c1, c2 = st.columns([3, 2])
+    c1.radio("Layers shared", SHARE_PRESETS, key=state.W_SHARE_PRESET, horizontal=True, **changed,
+             help=f"neighbouring pairs: {_pairs(n)}; all layers one: every layer runs one layer's weights (ALBERT).")
+    c2.radio("Weights of a group", ["first", "mean"], key=state.W_SHARE_MODE, horizontal=True, **changed,
+             format_func={"first": "first layer's", "mean": "mean of the group"}.get,
+             help="first: the group runs its first layer's own copy; mean: the element-wise mean of its layers.")
+    if ss[state.W_SHARE_PRESET] == "groups typed below":
+        st.text_input("Groups", key=state.W_SHARE_GROUPS, placeholder="0,1; 2,3", **changed,
+                      help=f"Layers 0-{n - 1}, a group's layers joined by commas, groups by semicolons; a layer in at "
+                           "most one group.")
+    if recipe.shared_layers:
+        base = _params(adapter, Recipe())
+        after = _params(adapter, recipe.replace(ranks=[], embedding_size=0, name=""))
+        st.metric("parameters", f"{after / 1e6:.2f} M", delta=f"{100 * after / base:.0f}% of {base / 1e6:.2f} M",
+                  delta_color="off", delta_arrow="off",
+                  help="Counted once per shared set (the materialized model ties the modules: one storage, saved once).")
+    st.caption("One-shot sharing costs much and recovery brings most of it back: on demo, pairs (first) 53.6% -> "
+               "90.3% after one epoch of fine-tuning, all six layers 1.4% -> 79.3% (baseline 92.7%; "
+               "benchmarks/RESULTS.md, \"Cross-layer sharing\"). Recover on the **Recovery** page.")
+
+
 # ------------------------------------------------------------------------------ the page
 def render() -> None:
     st.title("Weights")
     st.caption("Take weights out inside the layers: FFN neurons by importance, magnitude sparsity, low-rank matrices "
-               "(truncated SVD) and ALBERT's factorised embeddings. Each control edits the session recipe, so the "
+               "(truncated SVD), ALBERT's factorised embeddings and cross-layer sharing. Each control edits the session recipe, so the "
                "panel, Trade-offs and the link follow.")
     ctx = widgets.context()
     if ctx is None:
@@ -392,6 +477,8 @@ def render() -> None:
             _low_rank(choice, ev)
         with right, st.container(border=True, key="w_embedding_box"), widgets.guard():
             _embedding(choice, ev)
+        with st.container(border=True, key="w_sharing_box"), widgets.guard():
+            _sharing(choice, ev)
         state.sync_query_params()
 
     live()
