@@ -16,6 +16,11 @@ final sparsity, ship). Movement's scores have their own lr (`prune_lr`, the pape
 evaluation split is scored once per run, on the exported model reloaded from disk. Bytes: the
 dense safetensors (zeros included) and the bitmask / CSR files of `analysis.measure.sparse_files`.
 
+`--start pretrained` is Sanh et al.'s own setting: pruning while fine-tuning the *pretrained* encoder
+(all-MiniLM-L6-v2 from its pip package, a fresh classifier, seed 0), not the fine-tuned demo model;
+there is no one-shot row then (an untrained head scores chance) but a `dense` row: the same budget
+without pruning, the reference the pruned runs are read against.
+
 Two diagnostics per fine-tuned row: `pruned_weight_magnitude` (the mean |W| of the teacher's weights
 that the run pruned, over the mean |W| of the pruned matrices: < 1 prunes small weights, > 1 large
 ones) and `max_logged_loss` (the worst logged training loss, 10-step means: a collapse shows there).
@@ -61,6 +66,22 @@ def pruned_magnitude(teacher, pruned) -> float:
     return (at_zeros / max(zeros, 1)) / (total / count)
 
 
+def pretrained_start(loaded) -> None:
+    """Sanh et al.'s start: the pretrained MiniLM encoder (and pooler) in place of the fine-tuned one, a fresh head."""
+    from safetensors.torch import load_file
+
+    from analysis.io.models import _minilm_dir
+
+    base = {k: v for k, v in load_file(str(_minilm_dir() / "model.safetensors")).items() if "position_ids" not in k}
+    encoder = loaded.model.bert
+    missing, unexpected = encoder.load_state_dict(base, strict=False)
+    missing = [k for k in missing if "position_ids" not in k]
+    if missing or unexpected:
+        raise SystemExit(f"the pretrained encoder does not fit {loaded.name}: missing {missing}, unexpected {unexpected}")
+    torch.manual_seed(0)
+    loaded.model.classifier.reset_parameters()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="demo")
@@ -73,12 +94,16 @@ def main(argv=None):
     p.add_argument("--prune-lr", type=float, default=1e-2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prune-every", type=int, default=4)
+    p.add_argument("--start", choices=("fine-tuned", "pretrained"), default="fine-tuned",
+                   help="prune the fine-tuned model (default) or fine-tune the pretrained encoder while pruning")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
     loaded = load_model(args.model, device="cpu")
+    if args.start == "pretrained":
+        pretrained_start(loaded)
     data = loaded.default_data
     split = loaded.card.get("eval_split", "test")
     test = align_labels(load_dataset(data, split), loaded.id2label)
@@ -90,6 +115,8 @@ def main(argv=None):
                 prune_lr=args.prune_lr)
     budget = {k: base[k] for k in ("epochs", "batch_size", "lr", "warmup_ratio", "prune_warmup", "prune_end",
                                    "prune_every", "prune_lr")} | {"train_examples": args.train_limit}
+    if args.start == "pretrained":
+        budget["start"] = "pretrained"
     rows = []
     if os.path.exists(args.out):
         with open(args.out) as f:
@@ -101,7 +128,7 @@ def main(argv=None):
     ev = Evaluator(loaded, test)
     header = {"model": args.model, "data": data, "eval_split": test.name, "eval_examples": len(test),
               "train": train.name, "train_examples": len(train), "teacher_metric": ev.baseline.metric,
-              "metric": ev.baseline.metric_name, "threads": args.threads, "device": "cpu",
+              "metric": ev.baseline.metric_name, "threads": args.threads, "device": "cpu", "start": args.start,
               "budget": budget | {"selection": "none: the last weights (at the final sparsity)"},
               "roles": "query,key,value,attention_output,ffn_in,ffn_out (local top-k; embeddings, classifier dense)",
               "note": "sparsity buys size (bitmask/CSR files), not speed on dense kernels"}
@@ -114,8 +141,18 @@ def main(argv=None):
         return {"dense_with_zeros": s["bytes"]["dense_with_zeros"], "bitmask": s["bytes"]["bitmask"],
                 "csr": s["bytes"]["csr"], "zero_fraction_of_matrices": s["zero_fraction_of_matrices"]}
 
+    if args.start == "pretrained" and ("dense", 0.0) not in done:
+        config = RecoveryConfig.for_objective("ce", **base)
+        with tempfile.TemporaryDirectory() as tmp:
+            res = recover(loaded, Recipe(), config, train=train, out_dir=os.path.join(tmp, "m"))
+            metric = Evaluator(load_model(os.path.join(tmp, "m"), device="cpu"), test).baseline.metric
+        rows.append({"method": "dense", "sparsity": 0.0, "metric": metric, "train_minutes": res["train_minutes"],
+                     "steps": res["steps"], "final_loss": res["history"][-1]["loss"],
+                     "loadavg": [round(x, 2) for x in os.getloadavg()]})
+        save()
+        print(f"dense: {100 * metric:.2f}", flush=True)
     for s in sparsities:
-        if ("one-shot", s) not in done:
+        if args.start == "fine-tuned" and ("one-shot", s) not in done:
             t = time.perf_counter()
             recipe = Recipe(sparsity=s)
             metric = ev.evaluate(recipe).metric
