@@ -66,7 +66,7 @@ def test_compare_of_two_stored_rows_after_a_restart_matches_the_live_compare(sto
     assert compare_figures(fresh) == (n, total, agree)
     assert agree == pytest.approx(round(100 * (total - n) / total, 1))
     table = next(d.value for d in fresh.dataframe if any(c.startswith("A: ") for c in d.value.columns))
-    assert len(table) == n  # one line per example that changed
+    assert len(table) == min(n, 200)  # one line per example that changed (the first 200)
     assert [c.value for c in fresh.caption if "not offered to compare" in c.value] == []  # every stored row kept them
 
 
