@@ -63,6 +63,13 @@ OTHER_EXAMPLES = "from another example set"
 UNREADABLE = "written by another Headroom version"
 
 
+def _is_baseline(record) -> bool:
+    try:
+        return Recipe.from_dict(record.recipe).is_baseline()
+    except Exception:  # noqa: BLE001 - a row written by another version
+        return False
+
+
 def comparable(record, data_fp: str, num_examples: int) -> StoredResult | str:
     """The StoredResult Compare can use, or why not (one of the reasons above). A row counts only when it was
     evaluated on exactly this session's examples: the same data fingerprint and one prediction per example."""
@@ -131,6 +138,8 @@ def stored_table(choice, base, session_ids: set, recipes: dict, candidates: dict
         ident = (r.source, r.recipe_key, r.mode, r.dtype)
         if r.id in session_ids or ident in seen:
             continue
+        if r.source == store_history.SOURCE and r.data_fingerprint == data_fp and _is_baseline(r):
+            continue  # an earlier session's baseline on these examples: the session's own baseline row
         seen.add(ident)
         try:
             recipe = Recipe.from_dict(r.recipe)
