@@ -3,8 +3,9 @@
 Every evaluation the dashboard adds to its session history (the rows Trade-offs shows: the metrics
 panel's exact figure, the presets evaluated on Trade-offs) is also written to the store as a row
 of source "dashboard", with the model and data fingerprints (analysis/store/fingerprint.py,
-computed once per loaded model and data). Trade-offs reads the rows of the current model and data
-back, from every source (dashboard, cli, sweep, search, recovery).
+computed once per loaded model and data) and its per-example predictions, so Compare on Trade-offs
+can set two stored rows side by side after a restart. Trade-offs reads the rows of the current model
+and data back, from every source (dashboard, cli, sweep, search, recovery).
 
 The store is `$HEADROOM_STORE` or the default file (`analysis.store.store.default_store_path`).
 A store that cannot be opened, read or written (a corrupt file, a read-only directory, a disk that
@@ -90,14 +91,15 @@ def add(choice: DataChoice, recipe: Recipe) -> None:
 
 
 def write(choice: DataChoice, result) -> int:
-    """One row of source "dashboard": the exact result, with its measured latency when there is one."""
+    """One row of source "dashboard": the exact result, with its measured latency when there is one and its
+    per-example predictions (int32 each: 4 bytes an example), which Compare reads back after a restart."""
     ev = resources.evaluator(choice)
     lat = resources.cached_latency(choice, result.recipe)
     if lat is not None:
         result = dataclasses.replace(result, latency=lat)
     model_fp, data_fp = fingerprints(choice)
     record = record_evaluation(ev, result, source=SOURCE, model_fp=model_fp, data_fp=data_fp,
-                               extra={"url_recipe": state.encode_recipe(result.recipe), "data_spec": choice.data,
+                               keep_predictions=True, extra={"url_recipe": state.encode_recipe(result.recipe), "data_spec": choice.data,
                                       "split": choice.split, "limit": choice.limit})
     return _store().add(record)
 

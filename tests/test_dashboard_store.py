@@ -173,3 +173,10 @@ def test_find_recipes_stop_ends_the_job(store_path):
     while not job.done and time.monotonic() < deadline:
         time.sleep(0.2)
     assert job.done and job.error == "Stopped." and job.result is None
+
+
+def test_an_earlier_sessions_baseline_is_not_listed_beside_the_sessions_own(store_path):
+    app("tradeoffs")  # writes the baseline of these examples
+    assert [r["description"] for r in ResultStore(store_path).list(source="dashboard")] == [Recipe().describe()]
+    t = table(app("tradeoffs"))  # a restart: the same baseline, once
+    assert sum(r.startswith(Recipe().describe()) for r in t["recipe"]) == 1

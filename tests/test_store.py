@@ -133,6 +133,13 @@ def test_cli_evaluate_records_and_runs_reads_back(capsys, tmp_path):
     assert listed["runs"][1]["metric"] == outs[0]["metric"]
     assert main(["runs", "export", "--store", store, "--out", str(tmp_path / "r.csv")]) == 0
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 3
+    assert main(["runs", "export", "--store", store, "--out", str(tmp_path / "r.parquet")]) == 0  # by the suffix
+    import pandas as pd
+
+    parquet, csv = pd.read_parquet(tmp_path / "r.parquet"), pd.read_csv(tmp_path / "r.csv")
+    assert list(parquet.columns) == list(csv.columns) and list(parquet["id"]) == list(csv["id"]) == [2, 1]
+    assert list(parquet["description"]) == ["layer 1 dropped", outs[0]["description"]]
+    assert main(["runs", "export", "--store", store, "--out", str(tmp_path / "r.parquet")]) == 2  # never overwritten
     capsys.readouterr()
     assert main(["runs", "rm", "--store", store, "1", "99"]) == 0
     assert json.loads(capsys.readouterr().out) == {"store": store, "deleted": 1, "not_found": [99]}

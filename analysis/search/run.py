@@ -96,8 +96,9 @@ def search(ev, config: StudyConfig, *, store=None, storage_path=None, study_name
         for o in front:
             result = score_on.evaluate(o.recipe, cancel=cancel)
             scored.append(result.metric)
-            if store is not None:  # the front as a row of the evaluation data (Trade-offs of that data shows it)
-                store.add(record_evaluation(score_on, result, source="search", extra={
+            if store is not None:  # the front as a row of the evaluation data (Trade-offs shows it, Compare reads
+                # its predictions: a handful of rows, unlike the trials, which keep none)
+                store.add(record_evaluation(score_on, result, source="search", keep_predictions=True, extra={
                     "study": name, "storage": str(path), "role": "front, scored once after the search",
                     "chosen_on": ev.dataset.name, "chosen_examples": len(ev.dataset),
                     "predicted_speedup": o.predicted_speedup}))

@@ -14,6 +14,9 @@ tables (`studies`, `trials`, ...; `alembic_version` for its migrations) sit besi
 - A study is named (`--study`); running the same name again loads it and runs trials until it
   holds `trials` finished ones. Its identity (space, cost, target, model and data fingerprints)
   is kept in the study's user attributes; a different one under the same name is refused.
+- The sampler's settings (sampler, seed, NSGA-II population) are kept too ("settings"), so a study
+  can be listed (`list_studies`: the studies of one model and data in a file) and continued with
+  more trials from its stored identity alone (`resume_config`; the dashboard's Resume).
 - The first trial of a new study is the unmodified model (enqueued), so the front always holds
   the baseline's end.
 - Each trial's Outcome is kept in its user attributes, so a resumed study's front needs no
@@ -23,9 +26,11 @@ tables (`studies`, `trials`, ...; `alembic_version` for its migrations) sit besi
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from analysis.core.recipe import Recipe
@@ -84,6 +89,8 @@ def open_study(storage: str | None, name: str, config: StudyConfig, identity: di
     study = optuna.create_study(study_name=name, storage=rdb, sampler=make_sampler(config),
                                 directions=["maximize", "minimize"])
     study.set_user_attr("identity", identity)
+    study.set_user_attr("settings", {"sampler": config.sampler, "seed": config.seed,
+                                     "population_size": config.population_size})
     with warnings.catch_warnings():  # experimental in Optuna, harmless: names the two values in its tables
         warnings.simplefilter("ignore")
         study.set_metric_names(["metric", config.cost])
@@ -150,3 +157,58 @@ def outcome_from_attrs(d: dict) -> Outcome:
 def study_outcomes(study) -> list[Outcome]:
     """The Outcome of every finished trial, in trial order."""
     return [outcome_from_attrs(t.user_attrs["outcome"]) for t in finished_trials(study) if "outcome" in t.user_attrs]
+
+
+def list_studies(path, *, model_fingerprint: str | None = None, data_fingerprint: str | None = None) -> list[dict]:
+    """The search studies kept in the SQLite file `path` (a results store), newest first, optionally only those
+    of one model and data (the fingerprints in their identity). Each: name, started (UTC), finished trials,
+    trials (every state: a stopped study also holds the one it was stopped in), identity, settings. A file
+    without Optuna's tables (or with them half made) lists nothing, and is not given them."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        conn = sqlite3.connect(path, timeout=30)
+        try:  # Optuna's tables complete (its version stamped): opening the storage then writes nothing, so a
+            # listing never races a search that is creating them in the same file
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            has = {"studies", "alembic_version"} <= tables and conn.execute(
+                "SELECT COUNT(*) FROM alembic_version").fetchone()[0] > 0
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return []
+    if not has:
+        return []
+    import optuna
+
+    rdb = optuna.storages.RDBStorage(storage_url(path), engine_kwargs={"connect_args": {"timeout": 30}})
+    out = []
+    for summary in optuna.get_all_study_summaries(rdb, include_best_trial=False):
+        identity = summary.user_attrs.get("identity")
+        if not isinstance(identity, dict):
+            continue  # not a Headroom search
+        if model_fingerprint is not None and identity.get("model_fingerprint") != model_fingerprint:
+            continue
+        if data_fingerprint is not None and identity.get("data_fingerprint") != data_fingerprint:
+            continue
+        study = optuna.load_study(study_name=summary.study_name, storage=rdb)
+        finished = len(finished_trials(study))
+        out.append({"name": summary.study_name, "started": summary.datetime_start, "finished": finished,
+                    "trials": summary.n_trials, "identity": identity,
+                    "settings": summary.user_attrs.get("settings") or {}})
+    out.sort(key=lambda s: (s["started"] is not None, s["started"]), reverse=True)
+    return out
+
+
+def resume_config(study: dict, more_trials: int) -> StudyConfig:
+    """The StudyConfig that continues `study` (a `list_studies` entry) with `more_trials` finished trials more:
+    its own space, cost and target (so `open_study` loads it), its sampler settings, and the seed moved on by
+    the trials it holds, so the continued sampler does not draw the first trials' parameters again."""
+    identity, settings = study["identity"], study["settings"]
+    default = StudyConfig()
+    return StudyConfig(cost=identity["cost"], trials=study["finished"] + int(more_trials),
+                       sampler=settings.get("sampler", default.sampler),
+                       seed=int(settings.get("seed", default.seed)) + int(study["trials"]),
+                       population_size=int(settings.get("population_size", default.population_size)),
+                       target=Target(**identity.get("target", {})), space=SearchSpace.from_dict(identity["space"]))

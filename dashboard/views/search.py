@@ -8,6 +8,12 @@ split, labelled so), never on the evaluation examples; every trial is evaluated 
 evaluation (simulated) and written to the results store (source "search"). The front is then scored once
 on the session's examples (those rows are what Trade-offs shows, filter "search"), and its recipes are
 materialized and their latency measured against the unmodified model.
+
+The study lives in the results store's SQLite file (analysis/search/study.py). A study stopped (the
+Stop button, a closed tab, a server restart) keeps its finished trials: the page lists the stored
+studies of this model and data (their identity's fingerprints, whoever ran them: this page or
+`headroom search`), and Resume continues one (Optuna `load_study`) with more trials; the front it
+shows is of every finished trial of the study, the earlier ones included.
 """
 
 from __future__ import annotations
@@ -57,7 +63,9 @@ def _front(result: dict, metric_name: str) -> None:
              "speedup predicted (FLOPs)": r.get("predicted_speedup"),
              "speedup measured (materialized)": r.get("measured_speedup")} for r in result["front"]]
     st.markdown(f"**Pareto front: {len(rows)} recipes** of {result['trials']} trials "
-                f"({result['minutes']:.1f} min, {result['store_rows_written']} rows written to the results store)")
+                f"({result['trials_run_now']} run now; {result['minutes']:.1f} min, "
+                f"{result['store_rows_written']} rows written to the results store)")
+    st.caption(f"Study '{result['study']}': the front is of all its finished trials, earlier runs included.")
     if sel["scored_on"]:
         st.caption(f"Chosen on {sel['examples']} examples of {sel['chosen_on']}; each front recipe then scored once on "
                    f"this session's {sel['scored_examples']} examples of {sel['scored_on']} (baseline "
@@ -122,8 +130,46 @@ def render() -> None:
         if history.problem():
             st.caption(":material/warning: The results store cannot be used: the front is shown here only.")
         job = widgets.job_status(JOB)
+        if job is not None and job.done and job.error == "Stopped.":
+            st.caption("The study keeps the trials that finished: continue it below (Resume).")
         if job is not None and job.done and job.result is not None:
             _front(job.result, ev.baseline.metric_name)
+        _stored_studies(choice, ev, train, running=job is not None and not job.done)
+
+
+def _stored_studies(choice, ev, train, *, running: bool) -> None:
+    """The studies of this model and data in the store's file (stopped ones too); Resume continues one."""
+    from analysis.search.study import list_studies, resume_config
+
+    store = history.search_store()
+    if store is None:
+        return
+    model_fp = history.fingerprints(choice)[0]
+    studies = list_studies(store.path, model_fingerprint=model_fp)
+    if studies:  # the data a search chose on: the train split's examples (fingerprinted only when needed)
+        chose_fp = history.fingerprints(train or choice)[1]
+        studies = [s for s in studies if s["identity"].get("data_fingerprint") == chose_fp]
+    if not studies:
+        return
+    st.subheader("Stored studies of this model and data")
+    rows = [{"study": s["name"], "finished trials": s["finished"], "trials (any state)": s["trials"],
+             "started": None if s["started"] is None else f"{s['started']:%Y-%m-%d %H:%M}",
+             "cost": s["identity"].get("cost"), "sampler": s["settings"].get("sampler", "?"),
+             "target": ", ".join(f"{k}={v}" for k, v in (s["identity"].get("target") or {}).items() if v is not None)
+             or "none"} for s in studies]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="search_studies")
+    by_name = {s["name"]: s for s in studies}
+    c1, c2, c3 = st.columns([3, 1, 1], vertical_alignment="bottom")
+    name = c1.selectbox("Study to continue", list(by_name), key="search_resume_pick",
+                        format_func=lambda n: f"{n} ({by_name[n]['finished']} finished trials)")
+    more = c2.number_input("More trials", min_value=1, max_value=1000, value=8, step=4, key="search_more")
+    if c3.button("Resume", key="search_resume", disabled=running,
+                 help="Continues the same study (Optuna load_study) with its own space, cost, target and sampler; "
+                      "the front shown then covers all its trials."):
+        config = resume_config(by_name[name], int(more))
+        chooser = ev if train is None else resources.evaluator(train)
+        widgets.start_job(JOB, _run(chooser, ev, config, store, store.path, name))
+        st.rerun()
 
 
 if __name__ == "__main__":  # run by st.navigation as this page's script

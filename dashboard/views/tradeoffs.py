@@ -3,14 +3,16 @@
 Beside the session's own rows, the results store's rows of the same model and data (matched by
 fingerprint; dashboard/history.py): earlier dashboard sessions, the CLI, sweeps, the search and
 recovery, each with its source and store id, filtered by source, deletable from the store; a
-stored recipe can be exported or made current again after a restart.
+stored recipe can be exported or made current again after a restart, and a stored row that kept its
+per-example predictions on this session's very examples (same data fingerprint, same count) can be
+compared with any other; Compare never sets two example sets side by side.
 
 Accuracy vs size and accuracy vs latency, with the baseline and the Pareto front
 (analysis.measure.pareto: no other recipe is both smaller/faster and at least as accurate; one
 point per recipe key). Latency is the deployed model's time over the baseline's, timed
 interleaved in one run (analysis/measure/latency.py), 1.00 where the change is within noise.
 Real-kernel backends measured on the Bits page (ONNX Runtime fp32/int8, torch int8) are rows of
-their own. Downloads: the table as CSV, a recipe as
+their own. Downloads: the table as CSV and as Parquet (the same rows), a recipe as
 JSON, and the materialized model (analysis.core.materialize) as a zip plain transformers can load.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,50 @@ from dashboard import resources, state, widgets
 #: in one run; 1.00 where the change is within noise (or bits run fp32 kernels), so two identical
 #: recipes never show two speeds
 LATENCY_COL = "latency x baseline (measured)"
+
+
+@dataclass(frozen=True)
+class StoredSize:
+    mb: float | None
+    fraction_of_baseline: float | None
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """What Compare reads of an EvalResult, rebuilt from a stored row that kept its predictions."""
+
+    metric_name: str | None
+    metric: float | None
+    size: StoredSize
+    predictions: np.ndarray  # (N,) class ids in the dataset's order
+    num_examples: int
+
+
+#: why a stored row is not offered to Compare (the page says it in one sentence)
+NO_PREDICTIONS = "stored without per-example predictions"
+OTHER_EXAMPLES = "from another example set"
+UNREADABLE = "written by another Headroom version"
+
+
+def _is_baseline(record) -> bool:
+    try:
+        return Recipe.from_dict(record.recipe).is_baseline()
+    except Exception:  # noqa: BLE001 - a row written by another version
+        return False
+
+
+def comparable(record, data_fp: str, num_examples: int) -> StoredResult | str:
+    """The StoredResult Compare can use, or why not (one of the reasons above). A row counts only when it was
+    evaluated on exactly this session's examples: the same data fingerprint and one prediction per example."""
+    if record.predictions is None:
+        return NO_PREDICTIONS
+    if (record.data_fingerprint != data_fp or record.num_examples != num_examples
+            or len(record.predictions) != num_examples):
+        return OTHER_EXAMPLES
+    size = record.size or {}
+    return StoredResult(metric_name=record.metric_name, metric=record.metric,
+                        size=StoredSize(mb=record.size_mb, fraction_of_baseline=size.get("fraction_of_baseline")),
+                        predictions=record.predictions, num_examples=record.num_examples)
 
 
 def session_table(choice) -> tuple[pd.DataFrame, dict]:
@@ -77,25 +124,33 @@ def session_table(choice) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(rows), recipes
 
 
-def stored_table(choice, base, session_ids: set, recipes: dict) -> pd.DataFrame:
+def stored_table(choice, base, session_ids: set, recipes: dict, candidates: dict | None = None) -> pd.DataFrame:
     """The results store's rows for this model and data (every source) that are not this session's own:
     earlier dashboard sessions, the CLI, sweeps, the search, recovery. One row per (source, recipe,
     mode, dtype): the newest. Latency only where the row has a ratio timed against the baseline.
     Each stored recipe not in the session joins `recipes` as (recipe, None, label): it can be exported
-    and made current (its result is computed then), not compared (no predictions kept)."""
+    and made current (its result is computed then). `candidates` gets {stored id: (recipe, StoredResult,
+    label)} for the rows Compare can use, or {stored id: reason} for those it cannot (`comparable`)."""
     rows, seen = [], set()
+    candidates = {} if candidates is None else candidates
+    data_fp = store_history.fingerprints(choice)[1] if store_history.problem() is None else None
     for r in store_history.stored_rows(choice):
         ident = (r.source, r.recipe_key, r.mode, r.dtype)
         if r.id in session_ids or ident in seen:
             continue
+        if r.source == store_history.SOURCE and r.data_fingerprint == data_fp and _is_baseline(r):
+            continue  # an earlier session's baseline on these examples: the session's own baseline row
         seen.add(ident)
         try:
             recipe = Recipe.from_dict(r.recipe)
             code = state.encode_recipe(recipe)
             label = widgets.recipe_label(recipe)
             recipes.setdefault(recipe.key(), (recipe, None, f"{label} [{r.source} #{r.id}]"))
+            found = comparable(r, data_fp, base.num_examples)
+            candidates[r.id] = found if isinstance(found, str) else (recipe, found, f"{label} [{r.source} #{r.id}]")
         except Exception:  # noqa: BLE001 - a row written by another version: shown by its description
             code, label = "?", r.description
+            candidates[r.id] = UNREADABLE
         lat = r.latency or {}
         size = r.size or {}
         rows.append({
@@ -199,8 +254,41 @@ def _scatter(df: pd.DataFrame, metric: str, xcol: str, title: str, key: str, fro
     st.plotly_chart(fig, key=key)
 
 
-def _compare(choice, ev, recipes: dict) -> None:
-    keys = [k for k, v in recipes.items() if v[1] is not None]  # this session's: their predictions are in memory
+def compare_choices(recipes: dict, candidates: dict, shown_ids: set) -> tuple[dict, str | None]:
+    """What Compare offers: this session's recipes (their predictions are in memory) and the stored rows shown
+    in the table that kept predictions on these examples (keyed "stored #id"); and one sentence saying which
+    shown stored rows are left out, and why (None when none is)."""
+    offered = {k: v for k, v in recipes.items() if v[1] is not None}
+    left_out: dict[str, int] = {}
+    for row_id, found in candidates.items():
+        if row_id not in shown_ids:
+            continue
+        if isinstance(found, str):
+            left_out[found] = left_out.get(found, 0) + 1
+        else:
+            offered[f"stored #{row_id}"] = found
+    if not left_out:
+        return offered, None
+    parts = [f"{n} {reason}" for reason, n in left_out.items()]
+    n = sum(left_out.values())
+    note = (f"{n} stored row{'s are' if n != 1 else ' is'} not offered to compare ({'; '.join(parts)}): Compare "
+            "needs each example's prediction on this session's very examples, and never mixes example sets.")
+    return offered, note
+
+
+def _size_text(size) -> str:
+    if size.mb is None:
+        return "n/a"
+    share = "" if size.fraction_of_baseline is None else f" ({100 * size.fraction_of_baseline:.0f}% of baseline)"
+    return f"{size.mb:.1f} MB{share}"
+
+
+def _compare(choice, ev, recipes: dict, note: str | None = None) -> None:
+    """Two recipes side by side, example by example. `recipes`: {key: (recipe, result, label)}, the result an
+    EvalResult of this session or a StoredResult of a stored row (same examples: `compare_choices`)."""
+    keys = [k for k, v in recipes.items() if v[1] is not None]
+    if note:
+        st.caption(note)
     if len(keys) < 2:
         st.info("Evaluate at least two recipes (toggle heads, drop layers, pick bits) to compare them.")
         return
@@ -209,12 +297,17 @@ def _compare(choice, ev, recipes: dict) -> None:
     a = c1.selectbox("Recipe A", keys, index=0, key="cmp_a", format_func=label)
     b = c2.selectbox("Recipe B", keys, index=len(keys) - 1, key="cmp_b", format_func=label)
     (ra, res_a, la), (rb, res_b, lb) = recipes[a], recipes[b]
+    if res_a.num_examples != res_b.num_examples or len(res_a.predictions) != len(res_b.predictions):
+        st.error("These two results are of different example sets; Compare needs the same examples.")
+        return
     for col, recipe, res in ((c1, ra, res_a), (c2, rb, res_b)):
         col.metric(f"{res.metric_name} (simulated)", "n/a" if res.metric is None else f"{100 * res.metric:.1f}%")
-        col.metric("size", f"{res.size.mb:.1f} MB ({100 * res.size.fraction_of_baseline:.0f}% of baseline)")
+        col.metric("size", _size_text(res.size))
         col.caption(recipe.describe())
     differ = np.flatnonzero(res_a.predictions != res_b.predictions)
-    st.markdown(f"**{len(differ)} of {res_a.num_examples} examples** get different predictions.")
+    n = res_a.num_examples
+    st.markdown(f"**{len(differ)} of {n} examples** get different predictions "
+                f"(A and B agree on {100 * (n - len(differ)) / max(n, 1):.1f}%).")
     if len(differ):
         names_ = ev.dataset.label_names
         rows = [{"text": ev.dataset.texts[i][:160],
@@ -222,6 +315,17 @@ def _compare(choice, ev, recipes: dict) -> None:
                  f"A: {la[:30]}": names_[res_a.predictions[i]], f"B: {lb[:30]}": names_[res_b.predictions[i]]}
                 for i in differ[:200]]
         st.dataframe(pd.DataFrame(rows), hide_index=True, key="cmp_table")
+
+
+def table_downloads(shown: pd.DataFrame) -> tuple[bytes, bytes]:
+    """The table as CSV and as Parquet (pyarrow): the same rows and columns, values rounded to 4 places."""
+    table = shown.round(4)
+    buffer = io.BytesIO()
+    # a column that mixes text and numbers (rows from several sources) is written as text, as the CSV has it
+    mixed = [c for c in table.columns if table[c].dtype == object
+             and len({type(v) for v in table[c].dropna()}) > 1]
+    table.astype({c: "string" for c in mixed}).to_parquet(buffer, index=False)
+    return table.to_csv(index=False).encode(), buffer.getvalue()
 
 
 def _measured_rows() -> None:
@@ -276,7 +380,8 @@ def render() -> None:
                     store_history.add(choice, recipe)
         df, recipes = session_table(choice)
         session_ids = {int(i) for i in df["stored id"].dropna()} if "stored id" in df else set()
-        stored = stored_table(choice, resources.evaluate(choice, Recipe()), session_ids, recipes)
+        candidates: dict = {}
+        stored = stored_table(choice, resources.evaluate(choice, Recipe()), session_ids, recipes, candidates)
         if not stored.empty:
             df = pd.concat([df, stored], ignore_index=True)
         if df.empty:
@@ -307,8 +412,10 @@ def render() -> None:
         _stored_controls(choice, df)
         _measured_rows()
         d1, d2, d3, d4 = st.columns(4)
-        d1.download_button("Download the table (CSV)", shown.round(4).to_csv(index=False).encode(),
-                           "headroom_recipes.csv", "text/csv", key="to_csv")
+        csv_bytes, parquet_bytes = table_downloads(shown)
+        d1.download_button("Download the table (CSV)", csv_bytes, "headroom_recipes.csv", "text/csv", key="to_csv")
+        d1.download_button("Download the table (Parquet)", parquet_bytes, "headroom_recipes.parquet",
+                           "application/vnd.apache.parquet", key="to_parquet")
         pick = d2.selectbox("Recipe to export", list(recipes), key="to_pick", label_visibility="collapsed",
                             format_func=lambda k: recipes[k][2])
         d2.download_button("Download recipe (JSON)", recipes[pick][0].to_json().encode(), "recipe.json",
@@ -326,7 +433,9 @@ def render() -> None:
             d4.download_button(f"Download model zip ({len(built[1]) / 1e6:.1f} MB)", built[1], "headroom-model.zip",
                                "application/zip", key="to_zip_dl")
         st.subheader("Compare two recipes")
-        _compare(choice, ev, recipes)
+        shown_ids = {int(i) for i in df["stored id"].dropna()}
+        offered, note = compare_choices(recipes, candidates, shown_ids)
+        _compare(choice, ev, offered, note)
 
 
 if __name__ == "__main__":  # run by st.navigation as this page's script
