@@ -112,8 +112,9 @@ def magnitude_masks(adapter: Adapter, recipe: Recipe, shared: dict | None = None
 
         shared = shared_parts(adapter, recipe)
     chosen = _chosen(adapter, recipe, shared)
+    if recipe.sparsity_pattern != "unstructured":
+        recipe.check_values()  # a known pattern; 2:4: 0.5 (or 0) and local only, the pattern fixes the fraction
     if recipe.sparsity_pattern == "2:4":
-        recipe.check_values()  # 0.5 (or 0) and local only: the pattern fixes the fraction
         problem = pattern_problem(adapter, recipe)
         if problem:
             raise HeadroomError(problem)
