@@ -126,10 +126,32 @@ def test_the_cuda_backend_is_offered_only_with_cuda(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert backends.SEMI_STRUCTURED_BACKEND not in backends.available_backends(TWO_FOUR)
-    assert "needs a CUDA GPU" in backends.semi_structured_unavailable()
+    assert "need a CUDA GPU" in backends.semi_structured_unavailable()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
     assert backends.SEMI_STRUCTURED_BACKEND in backends.available_backends(TWO_FOUR)
     assert backends.SEMI_STRUCTURED_BACKEND not in backends.available_backends(Recipe(sparsity=0.5))  # no pattern
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
     assert "Ampere" in backends.semi_structured_unavailable()
+
+
+def test_cli_sparsity_pattern(capsys, model_dir, tmp_path):
+    import json
+
+    from analysis.cli import main
+
+    def run(*argv):
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = run("materialize", "--model", model_dir, "--sparsity-pattern", "2:4", "--out", str(tmp_path / "m"))
+    assert code == 0, err
+    saved = json.loads(out)
+    recipe = json.loads((tmp_path / "m" / "recipe.json").read_text())
+    assert recipe["sparsity"] == 0.5 and recipe["sparsity_pattern"] == "2:4"  # the pattern's fraction, set for you
+    counted = saved["sparse_weights_bytes"]["counted"]
+    assert counted["2:4"] < saved["sparse_weights_bytes"]["dense_with_zeros"] and "not written" in counted["what"]
+    code, out, err = run("materialize", "--model", model_dir, "--sparsity", "0.3", "--sparsity-pattern", "2:4",
+                         "--out", str(tmp_path / "n"))
+    assert code == 2 and "sparsity must be 0.5" in err and "Traceback" not in err and not (tmp_path / "n").exists()
