@@ -129,6 +129,7 @@ W_FFN_ORDER = _key("w_ffn_order", "str: 'uniform per layer' or 'global order' fo
 W_SPARSITY = _key("w_sparsity", "float: the magnitude sparsity fraction (Weights)")
 W_SPARSITY_ROLES = _key("w_sparsity_roles", "list[str]: the matrices the sparsity applies to (Weights)")
 W_SPARSITY_SCOPE = _key("w_sparsity_scope", "str: local or global sparsity threshold (Weights)")
+W_SPARSITY_PATTERN = _key("w_sparsity_pattern", "str: 'unstructured' or '2:4' magnitude sparsity (Weights)")
 W_RANK_LAYERS = _key("w_rank_layers", "list[int]: the layers whose matrices are cut to low rank (Weights)")
 W_RANK_ROLES = _key("w_rank_roles", "list[str]: the matrices of those layers cut to low rank (Weights)")
 W_RANK_MODE = _key("w_rank_mode", "str: 'fraction of full rank' or 'rank per role' (Weights)")
