@@ -145,6 +145,10 @@ def test_cli_sparsity_pattern(capsys, model_dir, tmp_path):
         out, err = capsys.readouterr()
         return code, out, err
 
+    for command in ("evaluate", "materialize", "backends"):  # the field's help text goes through argparse's % formatting
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0 and "--sparsity-pattern" in capsys.readouterr().out
     code, out, err = run("materialize", "--model", model_dir, "--sparsity-pattern", "2:4", "--out", str(tmp_path / "m"))
     assert code == 0, err
     saved = json.loads(out)
@@ -155,3 +159,11 @@ def test_cli_sparsity_pattern(capsys, model_dir, tmp_path):
     code, out, err = run("materialize", "--model", model_dir, "--sparsity", "0.3", "--sparsity-pattern", "2:4",
                          "--out", str(tmp_path / "n"))
     assert code == 2 and "sparsity must be 0.5" in err and "Traceback" not in err and not (tmp_path / "n").exists()
+
+
+def test_asking_for_the_cuda_backend_without_cuda_is_one_sentence(monkeypatch):
+    from analysis.measure.backends import SEMI_STRUCTURED_BACKEND, compare_backends
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(HeadroomError, match="need a CUDA GPU of the Ampere generation or newer; this machine has none"):
+        compare_backends(None, TWO_FOUR, backends=[SEMI_STRUCTURED_BACKEND])  # refused before anything is built

@@ -101,7 +101,7 @@ class Recipe:
         "unstructured", choices=SPARSITY_PATTERNS,
         help="unstructured: the smallest |w| anywhere in the matrix (or in all of them, global); 2:4: in every group of 4 "
              "consecutive weights along a matrix's input dimension the 2 of smallest |w| (ties by position), NVIDIA's "
-             "semi-structured pattern: exactly 50%, so sparsity must be 0.5 (or 0 for a layer left dense), the scope "
+             "semi-structured pattern: exactly half of each matrix, so sparsity must be 0.5 (or 0 for a layer left dense), the scope "
              "local, and each chosen matrix's input dimension a multiple of 4")
     ranks: list[tuple[int, str, int]] = _field(
         default_factory=list,
