@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU measurement of Headroom in one script: a CUDA check, then the existing `--device cuda`
-# benchmarks, each writing JSON into OUT_DIR. Budget: under 8 minutes on one GPU (step timeouts sum to 7 min; each step has its
+# benchmarks, each writing JSON into OUT_DIR. Budget: under 9 minutes on one GPU (step timeouts sum to 8 min; each step has its
 # own timeout; a step that fails or times out is recorded in OUT_DIR/summary.json and the script
 # goes on, so one broken step never hides the others).
 #
@@ -17,6 +17,8 @@
 #   lowp_demo           fp32 vs fp16 / bf16 (and torchao int8) latency of demo
 #   importance_demo     Michel (per-example, the default) / Taylor / entropy importance time on 2,000 examples
 #   layer_drop_demo     materialized layer-drop latency of demo at batch 256
+#   semi_structured_demo 2:4 sparsity (all six matrices) on demo, fp16: dense vs torch 2:4 sparse kernels at 32x128 and
+#                       256x128, interleaved (skipped, with the reason in its JSON, on the CPU or a pre-Ampere GPU)
 set -u
 OUT="${1:?usage: [DEVICE=cpu] bash benchmarks/gpu.sh OUT_DIR [--quick]}"
 QUICK=0
@@ -75,6 +77,8 @@ if [ "$QUICK" = 1 ]; then
        --repeats 1 --methods michel,taylor --out "$OUT/importance.json"
   step layer_drop_demo 300 python benchmarks/bench_layer_drop.py --model demo --device "$DEVICE" --batch-size 2 \
        --seq-len 16 --repeats 2 --out "$OUT/layer_drop.json"
+  step semi_structured_demo 300 python benchmarks/bench_semi_structured.py --model demo --device "$DEVICE" --limit 32 \
+       --shapes 2x16 --rounds 2 --out "$OUT/semi_structured.json"
 else
   step profile_bert_base 90 python benchmarks/profile_report.py --shape bert-base --device "$DEVICE" --sweep \
        --out "$OUT/profile_cuda_bert_base.json"
@@ -87,6 +91,8 @@ else
        --methods michel,taylor,entropy --out "$OUT/importance_cuda_demo.json"
   step layer_drop_demo 40 python benchmarks/bench_layer_drop.py --model demo --device "$DEVICE" --batch-size 256 \
        --out "$OUT/layer_drop_cuda_demo.json"
+  step semi_structured_demo 60 python benchmarks/bench_semi_structured.py --model demo --device "$DEVICE" --limit 500 \
+       --shapes 32x128,256x128 --rounds 30 --out "$OUT/semi_structured_cuda_demo.json"
 fi
 
 python - "$STATUS" "$OUT/summary.json" "$DEVICE" "$QUICK" "$((SECONDS - START))" <<'EOF'

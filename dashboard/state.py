@@ -20,6 +20,7 @@ BERT-base's 144 heads still fits in ~40 characters:
     p5000 / p1000.2000.3000   magnitude sparsity in units of 0.01%, all layers / per layer
     rio              sparsity roles, one letter each (q k v o = attention, i = ffn_in, u = ffn_out)
     cg               global sparsity threshold (local is the default)
+    t24              the 2:4 sparsity pattern (unstructured is the default)
     w0i8.2u16        low rank: layer, role letter (as above), rank, per matrix     x128   factorised embedding size
     k0-1.2-3 / km0-5.. shared layers: groups ("." between), a group's layers joined by "-"; "m" first = mean mode
 """
@@ -41,6 +42,8 @@ GRANULARITY_CODES = {"per-tensor": "pt", "per-channel": "pc", "per-head": "ph", 
 CODE_GRANULARITY = {v: k for k, v in GRANULARITY_CODES.items()}
 ROLE_CODES = {"query": "q", "key": "k", "value": "v", "attention_output": "o", "ffn_in": "i", "ffn_out": "u"}
 CODE_ROLE = {v: k for k, v in ROLE_CODES.items()}
+PATTERN_CODES = {"2:4": "24", "unstructured": "u"}
+CODE_PATTERN = {v: k for k, v in PATTERN_CODES.items()}
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 200_000  # the subset box's max_value (dashboard/views/model_data.py) and load_dataset's row limit
 # what a link's values may be (checked by `parse_link`; anything else: a warning and the default)
@@ -128,6 +131,7 @@ W_FFN_ORDER = _key("w_ffn_order", "str: 'uniform per layer' or 'global order' fo
 W_SPARSITY = _key("w_sparsity", "float: the magnitude sparsity fraction (Weights)")
 W_SPARSITY_ROLES = _key("w_sparsity_roles", "list[str]: the matrices the sparsity applies to (Weights)")
 W_SPARSITY_SCOPE = _key("w_sparsity_scope", "str: local or global sparsity threshold (Weights)")
+W_SPARSITY_PATTERN = _key("w_sparsity_pattern", "str: 'unstructured' or '2:4' magnitude sparsity (Weights)")
 W_RANK_LAYERS = _key("w_rank_layers", "list[int]: the layers whose matrices are cut to low rank (Weights)")
 W_RANK_ROLES = _key("w_rank_roles", "list[str]: the matrices of those layers cut to low rank (Weights)")
 W_RANK_MODE = _key("w_rank_mode", "str: 'fraction of full rank' or 'rank per role' (Weights)")
@@ -251,6 +255,8 @@ def encode_recipe(recipe: Recipe) -> str:
         parts.append("r" + "".join(ROLE_CODES[r] for r in recipe.sparsity_roles))
     if recipe.sparsity_scope != "local":
         parts.append("cg")
+    if recipe.sparsity_pattern != "unstructured":
+        parts.append("t" + PATTERN_CODES[recipe.sparsity_pattern])
     if recipe.ranks:
         parts.append("w" + ".".join(f"{l}{ROLE_CODES[role]}{r}" for l, role, r in recipe.ranks))
     if recipe.embedding_size:
@@ -341,6 +347,8 @@ def decode_recipe(text: str) -> Recipe:
                 fields["shared_layers"] = [[int(x) for x in g.split("-")] for g in value.split(".")] if value else []
             elif tag == "c":
                 fields["sparsity_scope"] = {"g": "global", "l": "local"}[value]
+            elif tag == "t":
+                fields["sparsity_pattern"] = CODE_PATTERN[value]
             else:
                 raise ValueError(tag)
         if len(text) > MAX_LINK_CHARS or any(l >= MAX_LINK_LAYERS or h >= MAX_LINK_HEADS for l, h in fields.get("masked_heads", [])) \

@@ -257,3 +257,20 @@ def test_weights_recipes_reach_trade_offs_with_readable_names():
     labels = list(at.dataframe[0].value["recipe"])
     assert "50% sparse (magnitude, local)" in labels
     assert "50% sparse (magnitude, local); embeddings factorised (E = 32)" in labels
+
+
+def test_the_2_4_pattern_sets_half_locks_the_fraction_and_counts_its_layout():
+    at = app()
+    at.radio(key=state.W_SPARSITY_PATTERN).set_value("2:4").run()
+    ok(at)
+    recipe = at.session_state[state.RECIPE]
+    assert recipe.sparsity == 0.5 and recipe.sparsity_pattern == "2:4" and recipe.sparsity_scope == "local"
+    assert "2:4 magnitude" in panel_title(at) and url_code(at) == "p5000_t24"
+    assert at.select_slider(key=state.W_SPARSITY).disabled and at.radio(key=state.W_SPARSITY_SCOPE).disabled
+    dense, two_four = (float(metric(at, label).split()[0]) for label in ("dense file", "2:4 layout (counted)"))
+    assert two_four < dense
+    assert any("sparse tensor cores" in c.value for c in at.caption)
+    at.radio(key=state.W_SPARSITY_PATTERN).set_value("unstructured").run()
+    ok(at)
+    assert at.session_state[state.RECIPE].sparsity_pattern == "unstructured" and url_code(at) == "p5000"
+    assert not at.select_slider(key=state.W_SPARSITY).disabled

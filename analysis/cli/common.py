@@ -75,6 +75,8 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     add_recipe_option(p, "--sparsity-roles", "sparsity_roles", how="a comma list, e.g. ffn_in,ffn_out", choices=None,
                       shown=None)
     add_recipe_option(p, "--sparsity-scope", "sparsity_scope")
+    add_recipe_option(p, "--sparsity-pattern", "sparsity_pattern",
+                      how="2:4 without --sparsity sets it to 0.5, the fraction the pattern has")
     add_recipe_option(p, "--ranks", "ranks", how="layer:role:rank entries, e.g. 0:ffn_in:64,0-5:ffn_out:128 (a layer range)")
     add_recipe_option(p, "--embedding-size", "embedding_size")
     add_recipe_option(p, "--share-layers", "shared_layers",
@@ -112,6 +114,10 @@ def recipe_from_args(args) -> Recipe:
         changes["sparsity_roles"] = [r.strip() for r in args.sparsity_roles.split(",") if r.strip()]
     if getattr(args, "sparsity_scope", None):
         changes["sparsity_scope"] = args.sparsity_scope
+    if getattr(args, "sparsity_pattern", None):
+        changes["sparsity_pattern"] = args.sparsity_pattern
+        if args.sparsity_pattern == "2:4" and getattr(args, "sparsity", None) is None and not recipe.has_sparsity():
+            changes["sparsity"] = 0.5  # the pattern's fraction, by construction
     return recipe.replace(**changes) if changes else recipe
 
 

@@ -33,7 +33,8 @@ def register(sub) -> None:
     b.add_argument("--rounds", type=count(2), default=10, help="interleaved rounds per shape and thread count (default 10)")
     b.add_argument("--backends", default=None,
                    help=f"comma-separated subset of: {', '.join(BACKEND_NAMES)} (default: all but torch CSR, which is "
-                        "added when the recipe has magnitude sparsity)")
+                        "added when the recipe has magnitude sparsity, and torch 2:4 (CUDA), added for a 2:4 recipe where "
+                        "a CUDA GPU of the Ampere generation or newer is present)")
     b.set_defaults(func=cmd_backends)
 
 
@@ -51,13 +52,17 @@ def _thread_list(text: str) -> list[int]:
 
 
 def cmd_backends(args) -> dict:
-    from analysis.measure.backends import compare_backends, parse_shapes
+    from analysis.measure.backends import (SEMI_STRUCTURED_BACKEND, compare_backends, parse_shapes,
+                                           semi_structured_unavailable)
 
     shapes, threads = parse_shapes(args.shapes), _thread_list(args.threads)
     backends = None if args.backends is None else [b.strip() for b in args.backends.split(",") if b.strip()]
     recipe = recipe_from_args(args)
     ev = evaluator_from_args(args)
-    return compare_backends(ev, recipe, shapes=shapes, threads=threads, rounds=args.rounds, backends=backends).to_dict()
+    out = compare_backends(ev, recipe, shapes=shapes, threads=threads, rounds=args.rounds, backends=backends).to_dict()
+    if recipe.sparsity_pattern == "2:4" and semi_structured_unavailable():
+        out["not_offered"] = {SEMI_STRUCTURED_BACKEND: semi_structured_unavailable()}  # said, not silently missing
+    return out
 
 
 def cmd_export(args) -> dict:

@@ -362,7 +362,9 @@ class Adapter:
             if recipe.embedding_size > min(V, E):
                 raise HeadroomError(f"The word embeddings are {V} x {E}: a factorised size above {min(V, E)} "
                                     f"(here {recipe.embedding_size}) is not a factorisation.")
-        problem = self._num_groups_problem(recipe) or self._sharing_problem(recipe)
+        from analysis.core.sparsity import pattern_problem  # (sparsity reads adapters)
+
+        problem = self._num_groups_problem(recipe) or self._sharing_problem(recipe) or pattern_problem(self, recipe)
         if problem:
             raise HeadroomError(problem)
 

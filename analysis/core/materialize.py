@@ -365,13 +365,18 @@ def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe,
         (tmp / "recipe.json").write_text(recipe.to_json(), encoding="utf-8")
         weights = [f for f in os.listdir(tmp) if f.endswith(".safetensors")]
         weights_bytes = sum(os.path.getsize(tmp / f) for f in weights)
-        sparse = None
+        sparse = counted = None
         if sparse_files or (sparse_files is None and recipe.has_sparsity()):
             from analysis.measure.sparse_files import FORMATS, write_sparse_state
 
             state = model.state_dict()
             os.makedirs(tmp / "sparse")
             sparse = {fmt: write_sparse_state(state, str(tmp / "sparse" / f"{fmt}.safetensors"), fmt) for fmt in FORMATS}
+            if recipe.sparsity_pattern == "2:4":  # counted from the tensors, no file: labelled so
+                from analysis.measure.sparse_files import TWO_FOUR_WHAT, two_four_bytes
+
+                counted = {"2:4": sum(two_four_bytes(t) if t.ndim == 2 and t.is_floating_point()
+                                      else t.numel() * t.element_size() for t in state.values()), "what": TWO_FOUR_WHAT}
     saved = {
         "dir": str(out_dir),
         "weights_bytes": weights_bytes,
@@ -379,7 +384,9 @@ def save_materialized(model: nn.Module, tokenizer, out_dir: str, recipe: Recipe,
     }
     if sparse is not None:
         saved["sparse_weights_bytes"] = {"dense_with_zeros": weights_bytes, **sparse,
-                                         "files": {fmt: f"sparse/{fmt}.safetensors" for fmt in sparse}}
+                                         "files": {fmt: f"sparse/{fmt}.safetensors" for fmt in FORMATS}}
+        if counted is not None:
+            saved["sparse_weights_bytes"]["counted"] = counted
     return saved
 
 

@@ -35,6 +35,9 @@ DEFAULT_NUM_GROUPS = 12
 MAX_NUM_GROUPS = 4096
 #: how magnitude sparsity picks the weights to zero: each matrix its own smallest |w|, or the smallest of all together
 SPARSITY_SCOPES = ("local", "global")
+#: which weights magnitude sparsity may zero: any (unstructured), or 2 of every 4 consecutive along the input dimension
+#: (NVIDIA's 2:4 semi-structured pattern, which sparse tensor cores run: exactly 50% per chosen matrix)
+SPARSITY_PATTERNS = ("unstructured", "2:4")
 
 
 def _field(default=MISSING, *, help: str, choices: tuple | None = None, default_factory=MISSING):
@@ -94,6 +97,12 @@ class Recipe:
         "local", choices=SPARSITY_SCOPES,
         help="local: each matrix loses exactly its fraction; global: one threshold over all chosen matrices of all "
              "kept layers, so the fraction holds overall (one value for all layers)")
+    sparsity_pattern: str = _field(
+        "unstructured", choices=SPARSITY_PATTERNS,
+        help="unstructured: the smallest |w| anywhere in the matrix (or in all of them, global); 2:4: in every group of 4 "
+             "consecutive weights along a matrix's input dimension the 2 of smallest |w| (ties by position), NVIDIA's "
+             "semi-structured pattern: exactly half of each matrix, so sparsity must be 0.5 (or 0 for a layer left dense), the scope "
+             "local, and each chosen matrix's input dimension a multiple of 4")
     ranks: list[tuple[int, str, int]] = _field(
         default_factory=list,
         help="truncated SVD, as [layer, role, rank] entries: that matrix (after its sparsity, bits and head/neuron "
@@ -166,6 +175,8 @@ class Recipe:
         """Canonical identity for caching: everything but the name."""
         d = self.to_dict()
         d.pop("name")
+        if d["sparsity_pattern"] == "unstructured":  # the default, added later: the keys stored before it stay valid
+            d.pop("sparsity_pattern")
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
     def replace(self, **changes) -> "Recipe":
@@ -233,7 +244,7 @@ class Recipe:
         neurons = [tuple(self.masked_neurons_in(i)) for i in range(num_layers)]
         sparsity = self.layer_sparsity(num_layers) if self.has_sparsity() else [0.0] * num_layers
         # a global threshold depends on every layer's weights: then every layer carries the whole setting
-        how = (tuple(self.sparsity_roles), self.sparsity_scope)
+        how = (tuple(self.sparsity_roles), self.sparsity_scope, self.sparsity_pattern)
         sparse = [(sparsity[i], how) if sparsity[i] > 0 else None for i in range(min(num_layers, len(sparsity)))]
         sparse += [None] * (num_layers - len(sparse))
         # a shared layer reads its group's weights (under "first", the group's first layer reads its own)
@@ -323,6 +334,8 @@ class Recipe:
             s = s[0]
         amount = f"{s:.0%} sparse" if not isinstance(s, list) else "sparsity " + "/".join(f"{x:.0%}" for x in s)
         roles = "" if len(self.sparsity_roles) == len(ROLES) else ", " + "+".join(self.sparsity_roles)
+        if self.sparsity_pattern == "2:4":
+            return f"{amount} (2:4 magnitude{roles})"
         return f"{amount} (magnitude, {self.sparsity_scope}{roles})"
 
     def _describe_ranks(self, max_listed: int = 3, max_groups: int = 4) -> str:
@@ -447,7 +460,22 @@ class Recipe:
         if self.sparsity_scope == "global" and isinstance(self.sparsity, list) and len(set(self.sparsity)) > 1:
             raise HeadroomError("A global sparsity threshold takes one value for all layers; use local scope for "
                                 "a fraction per layer.")
+        self._check_pattern(sparsity)
         return self
+
+    def _check_pattern(self, sparsity: list[float]) -> None:
+        """2:4 zeroes exactly half of each chosen matrix within groups of 4: only 0.5 (or 0), only local."""
+        if self.sparsity_pattern not in SPARSITY_PATTERNS:
+            raise HeadroomError(f"Unknown sparsity_pattern '{self.sparsity_pattern}'; choose unstructured or 2:4.")
+        if self.sparsity_pattern != "2:4":
+            return
+        other = next((x for x in sparsity if x not in (0.0, 0.5)), None)
+        if other is not None:
+            raise HeadroomError(f"The 2:4 pattern zeroes exactly 2 of every 4 weights, so sparsity must be 0.5 (or 0 "
+                                f"for a layer left dense), not {other:g}.")
+        if self.sparsity_scope == "global":
+            raise HeadroomError("The 2:4 pattern picks within each group of 4 weights, so it has no global threshold; "
+                                "use sparsity_scope local.")
 
 
 def _layer_ranges(layers: list[int]) -> str:

@@ -83,3 +83,104 @@ def csr_kernels(model: nn.Module, min_sparsity: float = 0.5) -> tuple[nn.Module,
                     dense += 1
     return out, {"converted": converted, "dense_linears": dense, "min_sparsity": min_sparsity,
                  "kernel": "torch.mm(sparse_csr, dense) (MKL sparse BLAS on x86 CPUs)"}
+
+
+# ------------------------------------------------------------------------------ 2:4 semi-structured (CUDA)
+#: the GPUs whose sparse tensor cores run 2:4 (Ampere = compute capability 8.0 and newer)
+MIN_CAPABILITY = (8, 0)
+SEMI_STRUCTURED_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def semi_structured_problem() -> str | None:
+    """Why torch's 2:4 kernels cannot run here (no CUDA, a pre-Ampere GPU), in one sentence; None when they can."""
+    if not torch.cuda.is_available():
+        return ("2:4 sparse kernels (torch.sparse.to_sparse_semi_structured) need a CUDA GPU of the Ampere generation "
+                "or newer; this machine has none, so the torch 2:4 (CUDA) backend is not offered.")
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) < MIN_CAPABILITY:
+        return (f"2:4 sparse kernels need an Ampere or newer GPU (compute capability 8.0+); this one is {major}.{minor}, "
+                "so the torch 2:4 (CUDA) backend is not offered.")
+    return None
+
+
+def _semi_structured_class():
+    """cuSPARSELt when torch has it (what `to_sparse_semi_structured` uses by default), else the CUTLASS kernels."""
+    from torch.sparse import SparseSemiStructuredTensorCUSPARSELT, SparseSemiStructuredTensorCUTLASS
+
+    cusparselt = getattr(torch.backends, "cusparselt", None)
+    if cusparselt is not None and cusparselt.is_available():
+        return SparseSemiStructuredTensorCUSPARSELT
+    return SparseSemiStructuredTensorCUTLASS
+
+
+class SemiStructuredLinear(nn.Module):
+    """A Linear whose 2:4-sparse weight is a `torch.sparse` semi-structured tensor (fp16/bf16 on CUDA).
+
+    The kernels read the kept half of the values and 2 bits of position per value, so the product does
+    half the multiply-adds on sparse tensor cores. Inputs are flattened to (tokens, in), contiguous, as
+    the semi-structured matmul needs a 2-D operand; torch pads the token count to the kernel's tile itself.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        from torch.sparse import to_sparse_semi_structured
+
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        dense = linear.weight.detach().contiguous()  # (out, in), 2 zeros in every group of 4 along `in`
+        cls = _semi_structured_class()
+        if cls.__name__.endswith("CUSPARSELT"):
+            sparse = to_sparse_semi_structured(dense)
+        else:  # torch built without cuSPARSELt: the same format through CUTLASS
+            sparse = cls.from_dense(dense)
+        self.weight = nn.Parameter(sparse, requires_grad=False)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        self.kernel = cls.BACKEND
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).contiguous()  # (tokens, in)
+        y = torch.nn.functional.linear(flat, self.weight, self.bias)  # (tokens, out): the sparse dispatch
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features} (2:4 semi-structured, {self.kernel})"
+
+
+def semi_structured_kernels(model: nn.Module) -> tuple[nn.Module, dict]:
+    """A copy of `model` (on CUDA, fp16 or bf16) with each encoder Linear that holds the 2:4 pattern as a SemiStructuredLinear.
+
+    A Linear without the pattern (not sparsified, or its groups broken by slicing heads or FFN neurons out of
+    its input dimension) or of a shape the kernels refuse stays dense; the report counts both.
+    """
+    from analysis.errors import HeadroomError
+    from analysis.measure.sparse_files import holds_two_four
+
+    problem = semi_structured_problem()
+    if problem:
+        raise HeadroomError(problem)
+    p = next(model.parameters())
+    if p.device.type != "cuda" or p.dtype not in SEMI_STRUCTURED_DTYPES:
+        raise HeadroomError(f"2:4 sparse kernels run fp16 or bf16 weights on CUDA; this model is {p.dtype} on {p.device}.")
+    limits = _semi_structured_class()._DTYPE_SHAPE_CONSTRAINTS[p.dtype]
+    out = copy.deepcopy(model).eval()
+    adapter = Adapter(out)
+    converted, dense, seen = {}, {"no 2:4 pattern": 0, "shape the kernels refuse": 0}, set()
+    for index in range(adapter.num_layers):
+        layer = adapter.layer_module(index)
+        if id(layer) in seen:  # ALBERT's shared layer: converted once
+            continue
+        seen.add(id(layer))
+        for parent_name, parent in list(layer.named_modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is not nn.Linear:
+                    continue
+                rows, cols = child.weight.shape
+                if not holds_two_four(child.weight):
+                    dense["no 2:4 pattern"] += 1
+                elif rows % limits.sparse_min_rows or cols % limits.sparse_min_cols:
+                    dense["shape the kernels refuse"] += 1
+                else:
+                    setattr(parent, name, SemiStructuredLinear(child))
+                    converted[f"layer{index}.{parent_name + '.' if parent_name else ''}{name}"] = [rows, cols]
+    kernel = _semi_structured_class().BACKEND
+    return out, {"converted": converted, "dense_linears": dense,
+                 "kernel": f"torch.sparse.to_sparse_semi_structured ({kernel}), {str(p.dtype).removeprefix('torch.')}"}

@@ -10,6 +10,13 @@ threshold (`sparsity_scope`):
   their N weights go, so some matrices lose more than others. A matrix shared by several layers
   (ALBERT) is counted once.
 
+With `sparsity_pattern` "2:4" (NVIDIA's semi-structured sparsity, Mishra et al. 2021, which Ampere and
+later sparse tensor cores run) the choice is made inside every group of 4 consecutive weights along a
+matrix's input dimension (a row of the (out, in) weight): its 2 of smallest |w| go, so each chosen
+matrix is exactly 50% zero, 2 in every group (sparsity 0.5, local, an input dimension divisible by 4:
+`Recipe.check_values` and `pattern_problem` refuse the rest). A fused matrix read as row blocks
+(ModernBERT's W_qkv) is unaffected: groups run along the input dimension, inside one row.
+
 Ties are broken by position: among weights of equal |w| at the threshold, the earliest in
 row-major order (and, globally, in layer-then-role order) is zeroed first, so a recipe always
 zeroes the same weights. The count is exact, not "everything below a threshold" (which would
@@ -28,6 +35,7 @@ import torch
 
 from analysis.core.adapters import Adapter
 from analysis.core.recipe import Recipe
+from analysis.errors import HeadroomError
 
 Masks = dict[tuple[int, str], torch.Tensor]  # (layer, role) -> bool (out, in), True = zeroed
 
@@ -46,6 +54,36 @@ def smallest_k(values: torch.Tensor, k: int) -> torch.Tensor:
     tied = torch.nonzero(values == threshold).flatten()[:need]  # ascending positions: earliest first
     mask[tied] = True
     return mask
+
+
+def two_of_four(values: torch.Tensor) -> torch.Tensor:
+    """Bool mask of the 2 smallest of every 4 consecutive entries of each row of a 2-D tensor (ties: earlier first).
+
+    `values` (out, in) with in % 4 == 0, e.g. |w|. A stable sort keeps tied values in position order, so of
+    equal values the earlier ones are zeroed first, as in `smallest_k`.
+    """
+    rows, cols = values.shape
+    groups = values.reshape(rows, cols // 4, 4)  # (out, in/4, 4)
+    order = torch.sort(groups, dim=-1, stable=True).indices[..., :2]  # the 2 smallest of each group
+    mask = torch.zeros_like(groups, dtype=torch.bool)
+    mask.scatter_(-1, order, True)
+    return mask.view(rows, cols)
+
+
+def pattern_problem(adapter: Adapter, recipe: Recipe) -> str | None:
+    """Why `recipe`'s 2:4 pattern cannot apply to this model's matrices (an input dimension not divisible by 4), or None."""
+    if recipe.sparsity_pattern != "2:4" or not recipe.has_sparsity():
+        return None
+    fractions = recipe.layer_sparsity(adapter.num_layers)
+    for i in range(min(adapter.num_layers, len(fractions))):
+        if fractions[i] <= 0 or i in recipe.dropped_layers:
+            continue
+        for role in recipe.sparsity_roles:
+            cols = getattr(adapter.layer(i), role).weight.shape[1]
+            if cols % 4:
+                return (f"Layer {i}'s {role} matrix has {cols} input columns, not a multiple of 4, so it cannot hold the "
+                        "2:4 pattern (2 zeros in every group of 4 along the input); leave it out of sparsity_roles.")
+    return None
 
 
 def _chosen(adapter: Adapter, recipe: Recipe, shared: dict | None) -> list[tuple[int, str, torch.Tensor, float]]:
@@ -74,6 +112,13 @@ def magnitude_masks(adapter: Adapter, recipe: Recipe, shared: dict | None = None
 
         shared = shared_parts(adapter, recipe)
     chosen = _chosen(adapter, recipe, shared)
+    if recipe.sparsity_pattern != "unstructured":
+        recipe.check_values()  # a known pattern; 2:4: 0.5 (or 0) and local only, the pattern fixes the fraction
+    if recipe.sparsity_pattern == "2:4":
+        problem = pattern_problem(adapter, recipe)
+        if problem:
+            raise HeadroomError(problem)
+        return {(i, role): two_of_four(w.abs()) for i, role, w, _ in chosen}
     if recipe.sparsity_scope == "local":
         return {(i, role): smallest_k(w.abs().flatten(), round(s * w.numel())).view(w.shape)
                 for i, role, w, s in chosen}

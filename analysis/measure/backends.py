@@ -14,7 +14,12 @@ what does it cost in accuracy?", answered on the backend that would serve it. Fo
   ratio to the same baseline with its 95% interval and verdict (ORT sessions are built per
   thread count: their thread pool is fixed when the session is made).
 A recipe with magnitude sparsity also gets "torch CSR": every encoder Linear of at least 50% zeros as a
-CSR sparse matrix (`core.sparse_kernels`), the one backend here whose kernels skip the zeros.
+CSR sparse matrix (`core.sparse_kernels`), the one backend on the CPU whose kernels skip the zeros.
+A 2:4 recipe (`sparsity_pattern` "2:4") also gets "torch 2:4 (CUDA)" where a CUDA GPU of the Ampere
+generation or newer is present (`available_backends`): the materialized model in fp16 on the GPU, each
+encoder Linear converted with `torch.sparse.to_sparse_semi_structured` (sparse tensor cores). It is
+timed on the GPU against the unmodified model in fp16 there (not against CPU fp32: its notes say so),
+and it is not listed at all without CUDA (`semi_structured_unavailable` says why in one sentence).
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from analysis.errors import HeadroomError
 BACKENDS = ("torch fp32", "torch int8", "ORT fp32", "ORT int8", "ORT int8 per-channel")
 #: sparse kernels (`core.sparse_kernels`): added by default when the recipe has magnitude sparsity
 SPARSE_BACKEND = "torch CSR"
-ALL_BACKENDS = BACKENDS + (SPARSE_BACKEND,)
+#: 2:4 semi-structured kernels on sparse tensor cores: added for a 2:4 recipe, only where CUDA (Ampere+) is present
+SEMI_STRUCTURED_BACKEND = "torch 2:4 (CUDA)"
+SEMI_STRUCTURED_BASELINE = "unmodified model, torch fp16 on CUDA"
+ALL_BACKENDS = BACKENDS + (SPARSE_BACKEND, SEMI_STRUCTURED_BACKEND)
 _ORT_FILES = {"ORT fp32": {}, "ORT int8": {"int8": True}, "ORT int8 per-channel": {"per_channel": True}}
 BASELINE = "torch fp32 (unmodified)"
 
@@ -100,11 +108,29 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     return shapes
 
 
-def _predict(model, evaluator) -> tuple[np.ndarray, float]:
+def semi_structured_unavailable() -> str | None:
+    """Why "torch 2:4 (CUDA)" is not offered on this machine (one sentence), or None where it is."""
+    from analysis.core.sparse_kernels import semi_structured_problem
+
+    return semi_structured_problem()
+
+
+def available_backends(recipe: Recipe | None = None) -> tuple[str, ...]:
+    """The backends compared by default for `recipe`: CSR for a sparse one, 2:4 for a 2:4 one where CUDA has the kernels."""
+    recipe = recipe or Recipe()
+    out = BACKENDS
+    if recipe.has_sparsity():
+        out += (SPARSE_BACKEND,)
+        if recipe.sparsity_pattern == "2:4" and semi_structured_unavailable() is None:
+            out += (SEMI_STRUCTURED_BACKEND,)
+    return out
+
+
+def _predict(model, evaluator, device=None) -> tuple[np.ndarray, float]:
     from analysis.runtime import predict
 
     t0 = time.perf_counter()
-    preds = predict(model, evaluator.batches, len(evaluator.dataset))
+    preds = predict(model, evaluator.batches, len(evaluator.dataset), device=device)
     return preds, time.perf_counter() - t0
 
 
@@ -126,10 +152,12 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
 
     recipe = recipe or Recipe()
     if backends is None:
-        backends = ALL_BACKENDS if recipe.has_sparsity() else BACKENDS
+        backends = available_backends(recipe)
     unknown = [b for b in backends if b not in ALL_BACKENDS]
     if unknown:
         raise HeadroomError(f"Unknown backend(s) {', '.join(unknown)}; choose from {', '.join(ALL_BACKENDS)}.")
+    if SEMI_STRUCTURED_BACKEND in backends and semi_structured_unavailable():
+        raise HeadroomError(semi_structured_unavailable())
     if evaluator.device.type != "cpu":
         raise HeadroomError("The backends comparison runs on CPU (ONNX Runtime's CPU provider, torch int8).")
     say = progress or (lambda msg: None)
@@ -162,6 +190,26 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
         runners[SPARSE_BACKEND] = sparse
         notes = [f"{len(how['converted'])} encoder Linears as CSR (>= 50% zeros), {how['dense_linears']} left dense"]
         results[SPARSE_BACKEND] = BackendResult(SPARSE_BACKEND, how["kernel"], lowbit.serialized_bytes(sparse), notes=notes)
+    gpu = None  # the 2:4 backend and its own baseline, on the GPU
+    if SEMI_STRUCTURED_BACKEND in backends:
+        import copy
+
+        from analysis.core.sparse_kernels import semi_structured_kernels
+        from analysis.measure.sparse_files import two_four_bytes
+
+        say("converting to 2:4 semi-structured kernels on CUDA ...")
+        cuda = torch.device("cuda")
+        sparse, how = semi_structured_kernels(copy.deepcopy(model).half().to(cuda))
+        gpu = (sparse, copy.deepcopy(base_model).half().to(cuda).eval(), cuda)
+        runners[SEMI_STRUCTURED_BACKEND] = sparse
+        state = model.state_dict()  # bytes as the kernels hold them: fp16, 2:4 matrices half + 2 bits per kept value
+        counted = sum(two_four_bytes(t, 2) if t.ndim == 2 and t.is_floating_point()
+                      else t.numel() * (2 if t.is_floating_point() else t.element_size()) for t in state.values())
+        notes = [f"{len(how['converted'])} encoder Linears as 2:4 semi-structured, dense: "
+                 + ", ".join(f"{n} ({why})" for why, n in how["dense_linears"].items()),
+                 f"size counted (fp16 values + 2-bit metadata), not a file; latency relative to the "
+                 f"{SEMI_STRUCTURED_BASELINE}, not to CPU fp32"]
+        results[SEMI_STRUCTURED_BACKEND] = BackendResult(SEMI_STRUCTURED_BACKEND, how["kernel"], counted, notes=notes)
     with tempfile.TemporaryDirectory() as tmp:
         export = {}
         if any(b.startswith("ORT") for b in backends):
@@ -183,7 +231,7 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
         # accuracy: one pass over every example per backend, all threads
         for name, res in results.items():
             say(f"scoring {name} on {len(evaluator.dataset)} examples ...")
-            preds, seconds = _predict(runners[name], evaluator)
+            preds, seconds = _predict(runners[name], evaluator, gpu[2] if name == SEMI_STRUCTURED_BACKEND else None)
             res.num_examples, res.eval_seconds = len(preds), round(seconds, 2)
             res.agreement_with_baseline = float((preds == base_preds).mean())
             if evaluator.labels is not None:
@@ -193,7 +241,8 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
         try:
             for t in threads:
                 torch.set_num_threads(t)
-                timed = {name: runners[name] for name in results if not name.startswith("ORT")}
+                timed = {name: runners[name] for name in results
+                         if not name.startswith("ORT") and name != SEMI_STRUCTURED_BACKEND}
                 for name in results:
                     if name.startswith("ORT"):
                         timed[name] = load_onnx_export(f"{tmp}/onnx", threads=t, **_ORT_FILES[name])
@@ -202,8 +251,17 @@ def compare_backends(evaluator, recipe: Recipe | None = None, *, shapes=((32, 12
                     inputs = evaluator.latency_batch(b, s).model_inputs()
                     fns = {name: (lambda m=m: m(**inputs)) for name, m in timed.items()}
                     out = compare(fns, lambda: base_model(**inputs), rounds=rounds, warmup=warmup)
-                    for name in results:
+                    for name in timed:
                         results[name].latency.append({"shape": f"{b}x{s}", **out[name].to_dict()})
+            if gpu is not None:  # on the GPU, against the unmodified model in fp16 there; threads do not apply
+                sparse, base_gpu, cuda = gpu
+                for b, s in shapes:
+                    say(f"timing {b}x{s} on CUDA ...")
+                    inputs = {k: v.to(cuda) for k, v in evaluator.latency_batch(b, s).model_inputs().items()}
+                    out = compare({SEMI_STRUCTURED_BACKEND: lambda: sparse(**inputs)}, lambda: base_gpu(**inputs),
+                                  rounds=rounds, warmup=warmup, device=cuda)
+                    results[SEMI_STRUCTURED_BACKEND].latency.append(
+                        {"shape": f"{b}x{s}", **out[SEMI_STRUCTURED_BACKEND].to_dict(), "baseline": SEMI_STRUCTURED_BASELINE})
         finally:
             torch.set_num_threads(torch_threads)
     return BackendReport(

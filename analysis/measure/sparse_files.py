@@ -8,6 +8,12 @@ compressed format stores only the nonzeros plus where they are:
 - `csr`: compressed sparse rows, int32 row pointers (rows + 1) and column indices with the values:
   4 * (rows + 1) + 8 * nnz bytes. It wins over the bitmask only above ~97% sparsity.
 
+- `2:4` (counted, no file written): NVIDIA's semi-structured layout as cuSPARSELt stores it for a matrix
+  with 2 zeros in every group of 4 along its input dimension: the kept half of the values plus 2 bits of
+  metadata (the position in its group) per kept value: n/2 * size + n/8 bytes. Only a matrix that holds
+  the pattern can be stored so (the others count dense); at 50% it is the bitmask's size, its point is
+  the kernels that read it (`analysis.core.sparse_kernels`, CUDA only).
+
 Every 2-D floating tensor is written in the format where that is smaller than dense, else dense
 (a dense matrix in a bitmask costs 3% more); everything else (biases, LayerNorms, embeddings tables
 with no zeros) stays dense. The files are safetensors (a tensor per part, the original shapes in
@@ -28,6 +34,27 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 FORMATS = ("bitmask", "csr")
+#: formats whose bytes are counted from the tensors, not written to a file
+COUNTED_FORMATS = ("2:4",)
+TWO_FOUR_WHAT = ("2:4 semi-structured, counted (not written): the kept half of the values + 2 bits of metadata per "
+                 "kept value, as cuSPARSELt stores it; matrices without the pattern count dense")
+
+
+def holds_two_four(w: torch.Tensor) -> bool:
+    """True when the 2-D `w` has at least 2 zeros in every group of 4 consecutive entries of each row."""
+    if w.ndim != 2 or w.shape[1] % 4 or w.numel() == 0:
+        return False
+    zeros = (w == 0).reshape(w.shape[0], w.shape[1] // 4, 4).sum(-1)  # (out, in/4)
+    return bool((zeros >= 2).all())
+
+
+def two_four_bytes(w: torch.Tensor, element_size: int | None = None) -> int:
+    """Bytes of `w` in the 2:4 layout (values at `element_size` bytes, default w's own) or dense if it lacks the pattern."""
+    size = element_size or w.element_size()
+    if not (w.is_floating_point() and holds_two_four(w)):
+        return w.numel() * size
+    kept = w.numel() // 2
+    return kept * size + (2 * kept + 7) // 8
 
 
 def _bitmask(w: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -113,7 +140,7 @@ def counted_sparse_bytes(adapter, recipe) -> dict:
     for (layer, role), mask in masks.items():
         w = getattr(adapter.layer(layer), role).weight
         by_ptr.setdefault(w.data_ptr(), (w, mask))  # ALBERT's shared matrix: one mask, counted once
-    out = {"dense": 0, **{fmt: 0 for fmt in FORMATS}}
+    out = {"dense": 0, **{fmt: 0 for fmt in FORMATS + COUNTED_FORMATS}, "dense_fp16": 0, "2:4_fp16": 0}
     zeros = numel = 0
     for t in adapter.model.state_dict().values():  # every entry, as `sparse_sizes` writes them
         if t.data_ptr() in by_ptr and tuple(t.shape) == tuple(by_ptr[t.data_ptr()][0].shape):
@@ -121,10 +148,17 @@ def counted_sparse_bytes(adapter, recipe) -> dict:
         out["dense"] += _payload_bytes(t, None)
         for fmt in FORMATS:
             out[fmt] += _payload_bytes(t, fmt)
-        if t.ndim == 2 and t.is_floating_point():
+        matrix = t.ndim == 2 and t.is_floating_point()
+        out["2:4"] += two_four_bytes(t) if matrix else _payload_bytes(t, None)
+        half = 2 if t.is_floating_point() else t.element_size()  # fp16 values, as the CUDA 2:4 kernels run them
+        out["dense_fp16"] += t.numel() * half
+        out["2:4_fp16"] += two_four_bytes(t, 2) if matrix else t.numel() * half
+        if matrix:
             zeros, numel = zeros + int((t == 0).sum()), numel + t.numel()
     return {"bytes": out, "zero_fraction_of_matrices": zeros / max(numel, 1), "sparsified_matrices": len(by_ptr),
-            "relative_to_dense": {fmt: out[fmt] / out["dense"] for fmt in FORMATS}}
+            "relative_to_dense": {fmt: out[fmt] / out["dense"] for fmt in FORMATS + COUNTED_FORMATS},
+            "2:4_fp16_relative_to_dense_fp16": out["2:4_fp16"] / max(out["dense_fp16"], 1),
+            "counted": {"2:4": TWO_FOUR_WHAT, "dense_fp16": "every floating tensor at 2 bytes (no file)"}}
 
 
 def sparse_sizes(model: torch.nn.Module, directory: str) -> dict:
@@ -141,6 +175,11 @@ def sparse_sizes(model: torch.nn.Module, directory: str) -> dict:
         out[fmt] = write_sparse_state(state, os.path.join(directory, f"{fmt}.safetensors"), fmt)
     matrices = [t for t in state.values() if t.ndim == 2 and t.is_floating_point()]
     zeros = sum(int((t == 0).sum()) for t in matrices)
+    # the 2:4 layout is counted from the tensors (the tensor bytes, no header): no file holds it
+    two_four = sum(two_four_bytes(t) if t.ndim == 2 and t.is_floating_point() else t.numel() * t.element_size()
+                   for t in state.values())
     return {"bytes": out, "zero_fraction_of_matrices": zeros / sum(t.numel() for t in matrices),
+            "counted_bytes": {"2:4": two_four, "what": TWO_FOUR_WHAT},
+            "two_four_matrices": sum(holds_two_four(t) for t in matrices if t.is_floating_point()),
             "relative_to_dense": {fmt: out[fmt] / out["dense_with_zeros"] for fmt in FORMATS},
             "files": {k: os.path.join(directory, f"{'dense' if k == 'dense_with_zeros' else k}.safetensors") for k in out}}

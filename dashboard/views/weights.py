@@ -155,9 +155,12 @@ def _kept_chart(adapter, recipe: Recipe) -> None:
 # ------------------------------------------------------------------------------ magnitude sparsity
 def _on_sparsity_changed(adapter) -> None:
     ss = st.session_state
-    new = state.recipe().replace(sparsity=float(ss.get(state.W_SPARSITY, 0.0)),
-                                 sparsity_roles=list(ss.get(state.W_SPARSITY_ROLES) or []),
-                                 sparsity_scope=ss.get(state.W_SPARSITY_SCOPE, "local"), name="")
+    pattern = ss.get(state.W_SPARSITY_PATTERN, "unstructured")
+    fraction, scope = float(ss.get(state.W_SPARSITY, 0.0)), ss.get(state.W_SPARSITY_SCOPE, "local")
+    if pattern == "2:4":  # the pattern is 50% of each chosen matrix by construction, chosen within groups: local
+        fraction, scope = 0.5, "local"
+    new = state.recipe().replace(sparsity=fraction, sparsity_roles=list(ss.get(state.W_SPARSITY_ROLES) or []),
+                                 sparsity_scope=scope, sparsity_pattern=pattern, name="")
     state.set_recipe(new, adapter)
 
 
@@ -176,22 +179,31 @@ def _sparsity(choice, ev) -> None:
     ss[state.W_SPARSITY] = _nearest(sum(s) / len(s) if s else 0.0, SPARSITY_CHOICES)
     ss[state.W_SPARSITY_ROLES] = list(recipe.sparsity_roles)
     ss[state.W_SPARSITY_SCOPE] = recipe.sparsity_scope
+    ss[state.W_SPARSITY_PATTERN] = recipe.sparsity_pattern
+    two_four = recipe.sparsity_pattern == "2:4"
     changed = dict(on_change=_on_sparsity_changed, args=(adapter,))
-    st.select_slider("Fraction of weights zeroed", SPARSITY_CHOICES, key=state.W_SPARSITY,
-                     format_func=lambda f: f"{f:.0%}", **changed,
+    c0, c1 = st.columns([1, 3])
+    c0.radio("Pattern", ["unstructured", "2:4"], key=state.W_SPARSITY_PATTERN, **changed,
+             help="unstructured: the smallest |w| anywhere; 2:4: in every group of 4 consecutive weights along the "
+                  "input dimension the 2 smallest (NVIDIA's semi-structured pattern, which sparse tensor cores run on "
+                  "Ampere+ GPUs): exactly 50% of each chosen matrix, so it sets 50% and a local threshold.")
+    c1.select_slider("Fraction of weights zeroed", SPARSITY_CHOICES, key=state.W_SPARSITY,
+                     format_func=lambda f: f"{f:.0%}", disabled=two_four, **changed,
                      help="Exactly this fraction of the chosen matrices' weights, those of smallest |w|, is set to 0 "
-                          "(ties by position): unstructured magnitude pruning (Han et al. 2015).")
+                          "(ties by position): unstructured magnitude pruning (Han et al. 2015). The 2:4 pattern fixes "
+                          "it at 50%.")
     c1, c2 = st.columns([3, 1])
     c1.multiselect("Matrices", list(ROLES), key=state.W_SPARSITY_ROLES, format_func=ROLE_LABELS.get, **changed,
                    help="Which of each layer's six weight matrices lose weights (biases, LayerNorms and embeddings "
                         "stay dense).")
-    c2.radio("Threshold", ["local", "global"], key=state.W_SPARSITY_SCOPE, **changed,
+    c2.radio("Threshold", ["local", "global"], key=state.W_SPARSITY_SCOPE, disabled=two_four, **changed,
              help="local: every matrix loses exactly the fraction; global: one threshold over all chosen matrices, so "
-                  "some lose more than others and the fraction holds overall.")
+                  "some lose more than others and the fraction holds overall (not with 2:4, chosen per group of 4).")
     if isinstance(recipe.sparsity, list) and len(set(recipe.sparsity)) > 1:
         st.caption("The recipe has a fraction per layer (" + " / ".join(f"{x:.0%}" for x in recipe.sparsity)
                    + "); the slider shows their mean and sets one value for all layers.")
-    only = Recipe(sparsity=recipe.sparsity, sparsity_roles=recipe.sparsity_roles, sparsity_scope=recipe.sparsity_scope)
+    only = Recipe(sparsity=recipe.sparsity, sparsity_roles=recipe.sparsity_roles, sparsity_scope=recipe.sparsity_scope,
+                  sparsity_pattern=recipe.sparsity_pattern)
     if only.has_sparsity():
         counted = _sparse_bytes(choice.key(), only.to_json(indent=None))
         b = counted["bytes"]
@@ -204,12 +216,25 @@ def _sparsity(choice, ev) -> None:
             col.metric(label, f"{b[fmt] / 1e6:.1f} MB", delta=f"{100 * b[fmt] / b['dense']:.0f}% of dense",
                        delta_color="off", delta_arrow="off",
                        help=f"{what}; a matrix stays dense where that is smaller.")
+        if two_four:
+            c1, c2 = st.columns(2)
+            c1.metric("2:4 layout (counted)", f"{b['2:4'] / 1e6:.1f} MB", delta=f"{100 * b['2:4'] / b['dense']:.0f}% of dense",
+                      delta_color="off", delta_arrow="off",
+                      help="Counted, no file written: the kept half of the values + 2 bits of metadata per kept value, "
+                           "as cuSPARSELt stores a 2:4 matrix (at 50% the bitmask's size).")
+            c2.metric("2:4 in fp16 (counted)", f"{b['2:4_fp16'] / 1e6:.1f} MB",
+                      delta=f"{100 * b['2:4_fp16'] / b['dense_fp16']:.0f}% of dense fp16", delta_color="off", delta_arrow="off",
+                      help="The same layout with fp16 values, as the CUDA 2:4 kernels run it, against the fp16 dense model.")
         st.caption(f"Counted from the masks ({counted['zero_fraction_of_matrices']:.0%} of all matrix weights zero, "
                    f"{counted['sparsified_matrices']} matrices sparsified), fp32, the sparsity alone: the tensor bytes "
                    "of the files `materialize` writes (sparse/bitmask.safetensors, sparse/csr.safetensors).")
     st.info("**Size, not speed.** The zeros run through the same dense kernels, so latency (the panel, the Profile "
             "page) stays the same; only sparse kernels such as CSR could turn them into time — see "
             "`benchmarks/RESULTS.md` (\"Inside the weights\") for what has been measured.", icon=":material/info:")
+    if two_four:
+        st.caption("2:4 runs faster only on sparse tensor cores: a CUDA GPU of the Ampere generation or newer, fp16/bf16 "
+                   "(the \"torch 2:4 (CUDA)\" backend of `python -m analysis backends`; not offered on a machine without "
+                   "one). Slicing heads or FFN neurons out of a matrix's input dimension breaks its groups of 4.")
 
 
 # ------------------------------------------------------------------------------ low rank
