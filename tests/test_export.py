@@ -53,6 +53,23 @@ def test_int8_export_is_smaller_and_close(tmp_path):
     assert (tmp_path / "q" / "tokenizer.json").exists()
 
 
+@pytest.mark.parametrize("recipe", [Recipe(shared_layers=[[0, 1, 2]]), Recipe(shared_layers=[[0, 1]], share_mode="mean"),
+                                    Recipe(ranks=[(0, "ffn_in", 8), (1, "query", 4)], embedding_size=16)],
+                         ids=["shared-first", "shared-mean", "low-rank-factorised"])
+def test_onnx_export_of_shared_and_low_rank_models_gives_the_torch_logits(recipe, tmp_path):
+    """Tied modules are exported (once or per use, either way the same logits), and so are LowRankLinear and
+    FactorizedEmbedding; the int8 model stays close."""
+    loaded = tiny_loaded(hidden=64, heads=4)
+    model = materialize(loaded.model, recipe)
+    result = export_onnx(model, loaded.tokenizer, tmp_path / "out", recipe=recipe, int8=True)
+    assert result.max_abs_diff_fp32 < 1e-4
+    assert result.max_abs_diff_int8 is not None and result.max_abs_diff_int8 < 1.0
+    inputs = check_batch(model.config.vocab_size, batch_size=4, seq_len=19, seed=5)
+    with torch.no_grad():
+        ref = model(**{n: inputs[n] for n in input_names(model)}).logits.numpy()
+    assert np.abs(load_onnx_export(tmp_path / "out").logits(inputs) - ref).max() < 1e-4
+
+
 def test_missing_int8_file_is_one_sentence(tmp_path):
     export_onnx(tiny_model("bert"), None, tmp_path / "e")
     with pytest.raises(HeadroomError, match="no model.int8.onnx"):

@@ -201,9 +201,13 @@ def render() -> None:
             sparsity = 0.0
             if method != "none":
                 sparsity = p2.slider("Final sparsity (%)", 10, 97, 50, key=state.RECOVERY_PRUNE_SPARSITY) / 100
-                p2.caption("Zeros buy size (a bitmask file), not speed on dense kernels. Measured on demo: movement "
-                           "from an already fine-tuned model needs far more training than magnitude (README, "
-                           "Recovery).")
+                p2.caption("Zeros buy size (a bitmask file), not speed on dense kernels.")
+                if method == "movement":
+                    p2.warning("Measured: movement started from an already fine-tuned model collapses — on demo to "
+                               "chance from 30% (4,000 train examples, 2 epochs), where gradual magnitude keeps "
+                               "89.7% at 70%. Movement is made for pruning while fine-tuning a pretrained model; "
+                               "for this one prefer gradual magnitude (benchmarks/RESULTS.md).",
+                               icon=":material/warning:")
             refused = method != "none" and recipes[label].has_sparsity()
             if refused:
                 st.warning("This recipe already has weight sparsity; pick one without it to prune while training.")
