@@ -56,6 +56,22 @@ class CSRLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, sparsity={self.sparsity:.3f} (CSR)"
 
 
+def encoder_linears(model: nn.Module):
+    """(name, parent, attribute, Linear) of every plain nn.Linear inside the encoder layers, a shared layer
+    module (ALBERT) once; the list is taken first, so the caller may replace the Linears as it goes."""
+    adapter, seen, found = Adapter(model), set(), []
+    for index in range(adapter.num_layers):
+        layer = adapter.layer_module(index)
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        for parent_name, parent in list(layer.named_modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear:
+                    found.append((f"layer{index}.{parent_name + '.' if parent_name else ''}{name}", parent, name, child))
+    return found
+
+
 def csr_kernels(model: nn.Module, min_sparsity: float = 0.5) -> tuple[nn.Module, dict]:
     """A copy of `model` with each encoder Linear of at least `min_sparsity` zeros as a CSRLinear.
 
@@ -63,24 +79,14 @@ def csr_kernels(model: nn.Module, min_sparsity: float = 0.5) -> tuple[nn.Module,
     if not 0.0 <= min_sparsity <= 1.0:
         raise ValueError(f"min_sparsity must be in [0, 1], got {min_sparsity}.")
     out = copy.deepcopy(model).eval()
-    adapter = Adapter(out)
-    converted, dense, seen = {}, 0, set()
-    for index in range(adapter.num_layers):
-        layer = adapter.layer_module(index)
-        if id(layer) in seen:  # a layer module shared by several layers (ALBERT) is converted once
-            continue
-        seen.add(id(layer))
-        for parent_name, parent in list(layer.named_modules()):
-            for name, child in list(parent.named_children()):
-                if type(child) is not nn.Linear:
-                    continue
-                s = zero_fraction(child.weight)
-                full = f"layer{index}.{parent_name + '.' if parent_name else ''}{name}"
-                if s >= min_sparsity and s > 0:
-                    setattr(parent, name, CSRLinear(child))
-                    converted[full] = round(s, 4)
-                else:
-                    dense += 1
+    converted, dense = {}, 0
+    for full, parent, name, child in encoder_linears(out):
+        s = zero_fraction(child.weight)
+        if s >= min_sparsity and s > 0:
+            setattr(parent, name, CSRLinear(child))
+            converted[full] = round(s, 4)
+        else:
+            dense += 1
     return out, {"converted": converted, "dense_linears": dense, "min_sparsity": min_sparsity,
                  "kernel": "torch.mm(sparse_csr, dense) (MKL sparse BLAS on x86 CPUs)"}
 
@@ -162,25 +168,16 @@ def semi_structured_kernels(model: nn.Module) -> tuple[nn.Module, dict]:
         raise HeadroomError(f"2:4 sparse kernels run fp16 or bf16 weights on CUDA; this model is {p.dtype} on {p.device}.")
     limits = _semi_structured_class()._DTYPE_SHAPE_CONSTRAINTS[p.dtype]
     out = copy.deepcopy(model).eval()
-    adapter = Adapter(out)
-    converted, dense, seen = {}, {"no 2:4 pattern": 0, "shape the kernels refuse": 0}, set()
-    for index in range(adapter.num_layers):
-        layer = adapter.layer_module(index)
-        if id(layer) in seen:  # ALBERT's shared layer: converted once
-            continue
-        seen.add(id(layer))
-        for parent_name, parent in list(layer.named_modules()):
-            for name, child in list(parent.named_children()):
-                if type(child) is not nn.Linear:
-                    continue
-                rows, cols = child.weight.shape
-                if not holds_two_four(child.weight):
-                    dense["no 2:4 pattern"] += 1
-                elif rows % limits.sparse_min_rows or cols % limits.sparse_min_cols:
-                    dense["shape the kernels refuse"] += 1
-                else:
-                    setattr(parent, name, SemiStructuredLinear(child))
-                    converted[f"layer{index}.{parent_name + '.' if parent_name else ''}{name}"] = [rows, cols]
+    converted, dense = {}, {"no 2:4 pattern": 0, "shape the kernels refuse": 0}
+    for full, parent, name, child in encoder_linears(out):
+        rows, cols = child.weight.shape
+        if not holds_two_four(child.weight):
+            dense["no 2:4 pattern"] += 1
+        elif rows % limits.sparse_min_rows or cols % limits.sparse_min_cols:
+            dense["shape the kernels refuse"] += 1
+        else:
+            setattr(parent, name, SemiStructuredLinear(child))
+            converted[full] = [rows, cols]
     kernel = _semi_structured_class().BACKEND
     return out, {"converted": converted, "dense_linears": dense,
                  "kernel": f"torch.sparse.to_sparse_semi_structured ({kernel}), {str(p.dtype).removeprefix('torch.')}"}
