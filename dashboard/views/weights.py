@@ -182,8 +182,8 @@ def _sparsity(choice, ev) -> None:
     ss[state.W_SPARSITY_PATTERN] = recipe.sparsity_pattern
     two_four = recipe.sparsity_pattern == "2:4"
     changed = dict(on_change=_on_sparsity_changed, args=(adapter,))
-    c0, c1 = st.columns([1, 3])
-    c0.radio("Pattern", ["unstructured", "2:4"], key=state.W_SPARSITY_PATTERN, **changed,
+    c0, c1 = st.columns([2, 3])
+    c0.radio("Pattern", ["unstructured", "2:4"], key=state.W_SPARSITY_PATTERN, horizontal=True, **changed,
              help="unstructured: the smallest |w| anywhere; 2:4: in every group of 4 consecutive weights along the "
                   "input dimension the 2 smallest (NVIDIA's semi-structured pattern, which sparse tensor cores run on "
                   "Ampere+ GPUs): exactly 50% of each chosen matrix, so it sets 50% and a local threshold.")
