@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -151,10 +152,93 @@ def _quantize_int8(fp32_path: Path, out: Path, sample: dict, reference: np.ndarr
     """ONNX Runtime's dynamic int8 of `fp32_path` into `out`; its max |logit| difference from torch on `sample`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(str(fp32_path), str(out), weight_type=QuantType.QInt8, per_channel=per_channel)
+    with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
+        source = fp32_path
+        copies = _unshared(fp32_path, Path(scratch) / "unshared.onnx")
+        if copies:
+            source = Path(scratch) / "unshared.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=per_channel)
+    if copies:
+        _share_identical(out)
     return float(np.abs(OnnxClassifier(out).logits(sample) - reference).max())
+
+
+def _unshared(path: Path, out: Path) -> int:
+    """Give every extra consumer of a shared weight initializer (cross-layer sharing, ALBERT) its own copy.
+
+    ONNX Runtime's quantize_dynamic quantises a weight for one of its MatMuls and leaves the others on
+    the fp32 original, so a shared model's int8 file would run half its layers in fp32 and be larger
+    than the unshared one. With a copy per use every MatMul is quantised; `_share_identical` then folds
+    the identical int8 copies back into one. Returns the copies made (0: nothing shared, `out` unwritten)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    # the torch exporter hands a tied weight to its other users through Identity nodes: read through them
+    alias = {n.output[0]: n.input[0] for n in graph.node
+             if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs}
+    if alias:
+        for node in graph.node:
+            for k, name in enumerate(node.input):
+                if name in alias:
+                    node.input[k] = alias[name]
+        kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+        del graph.node[:]
+        graph.node.extend(kept)
+    seen: dict[str, int] = {}
+    copies = 0
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        for k, name in enumerate(node.input):
+            if name not in inits or len(inits[name].dims) != 2:
+                continue
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] == 1:
+                continue
+            twin = onnx.TensorProto()
+            twin.CopyFrom(inits[name])
+            twin.name = f"{name}__use{seen[name]}"
+            graph.initializer.append(twin)
+            node.input[k] = twin.name
+            copies += 1
+    if copies or alias:
+        onnx.save(model, str(out))
+    return copies or len(alias)
+
+
+def _share_identical(path: Path) -> int:
+    """Fold initializers with the same type, shape and bytes into one (rewriting their uses); returns how many went."""
+    import hashlib
+
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    first: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    keep = []
+    for init in graph.initializer:
+        raw = init.raw_data if init.raw_data else onnx.numpy_helper.to_array(init).tobytes()
+        key = (init.data_type, tuple(init.dims), hashlib.blake2b(raw, digest_size=16).digest())
+        if key in first and init.dims and len(raw) >= 4096:
+            rename[init.name] = first[key]
+        else:
+            first.setdefault(key, init.name)
+            keep.append(init)
+    if rename:
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+        for node in graph.node:
+            for k, name in enumerate(node.input):
+                if name in rename:
+                    node.input[k] = rename[name]
+        onnx.save(model, str(path))
+    return len(rename)
 
 
 class OnnxClassifier:
