@@ -17,6 +17,7 @@ import pytest
 from analysis.errors import HeadroomError
 from analysis.core.recipe import Recipe
 from dashboard.state import decode_recipe, encode_recipe
+from tests.apptest import app, metric
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGES = {"model": "Model & data", "attention": "Attention", "heads": "Heads", "layers": "Layers", "bits": "Bits",
@@ -30,18 +31,8 @@ def tiny_dashboard(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a bad hub id fails at once, without network
 
 
-def app(page: str = "model", **params):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["page"] = page
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.run()
 
 
-def metric(at, prefix: str) -> str:
-    return next(m.value for m in at.metric if m.label.startswith(prefix))
 
 
 def errors(at) -> list[str]:

@@ -5,14 +5,13 @@ one warning and the dashboard keeps working in memory."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from analysis.core.recipe import Recipe
 from analysis.store.store import ResultStore
+from tests.apptest import app
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 
 
 @pytest.fixture
@@ -24,14 +23,6 @@ def store_path(monkeypatch, tmp_path) -> Path:
     return path
 
 
-def app(page: str, **params):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["page"] = page
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.run()
 
 
 def table(at):

@@ -6,15 +6,19 @@ evaluated examples; the Profile page recounts parameters and FLOPs under the rec
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
 from analysis.core.recipe import Recipe
 from dashboard import state
 from dashboard.state import decode_recipe, encode_recipe
+from tests.apptest import app as _app
+from tests.apptest import metric
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+
+
+def app(page: str = "weights", **params):
+    return _app(page, timeout=180, **params)
 
 
 @pytest.fixture(autouse=True)
@@ -24,18 +28,8 @@ def tiny_dashboard(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def app(page: str = "weights", **params):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.query_params["page"] = page
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at.run()
 
 
-def metric(at, prefix: str) -> str:
-    return next(m.value for m in at.metric if m.label.startswith(prefix))
 
 
 def ok(at) -> None:
