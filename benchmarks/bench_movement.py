@@ -43,9 +43,8 @@ import torch
 from analysis.core.adapters import Adapter
 from analysis.core.materialize import materialize
 from analysis.core.recipe import Recipe
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import own_splits
 from analysis.io.models import load_model
-from analysis.io.subsets import align_labels
 from analysis.measure.evaluate import Evaluator
 from analysis.measure.record import write_json
 from analysis.measure.sparse_files import sparse_sizes
@@ -105,9 +104,7 @@ def main(argv=None):
     if args.start == "pretrained":
         pretrained_start(loaded)
     data = loaded.default_data
-    split = loaded.card.get("eval_split", "test")
-    test = align_labels(load_dataset(data, split), loaded.id2label)
-    train = align_labels(load_dataset(data, "train", limit=args.train_limit), loaded.id2label)
+    test, train = own_splits(loaded, train_limit=args.train_limit)
     sparsities = [float(s) for s in args.sparsities.split(",")]
     methods = args.methods.split(",")
     base = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.1, holdout=0,

@@ -30,9 +30,8 @@ from analysis.core.adapters import Adapter
 from analysis.core.materialize import load_materialized, materialize, save_materialized
 from analysis.core.recipe import Recipe
 from analysis.core.sharing import tied_groups
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import own_splits
 from analysis.io.models import load_model
-from analysis.io.subsets import align_labels
 from analysis.measure.record import write_json
 from analysis.measure.size import size_report
 from analysis.recovery.config import RecoveryConfig
@@ -71,9 +70,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     loaded = load_model(args.model, device="cpu")
     data = loaded.default_data
-    split = loaded.card.get("eval_split", "test")
-    test = align_labels(load_dataset(data, split), loaded.id2label)
-    train = align_labels(load_dataset(data, "train"), loaded.id2label)
+    test, train = own_splits(loaded)
     done = {}
     if os.path.exists(args.out):
         with open(args.out) as f:

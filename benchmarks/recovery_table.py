@@ -33,7 +33,7 @@ import torch
 
 from analysis.cli.arguments import count
 from analysis.core.recipe import Recipe
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, own_splits
 from analysis.io.models import load_model
 from analysis.io.subsets import align_labels
 from analysis.measure.evaluate import Evaluator
@@ -90,9 +90,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     loaded = load_model(args.model, device="cpu")
     data = loaded.default_data
-    split = loaded.card.get("eval_split", "test")
-    test = align_labels(load_dataset(data, split), loaded.id2label)
-    train = align_labels(load_dataset(data, "train", limit=args.train_limit), loaded.id2label)
+    test, train = own_splits(loaded, train_limit=args.train_limit)
     selection = Evaluator(loaded, align_labels(load_dataset(data, "train", limit=500, seed=1), loaded.id2label))
     recipes = table_recipes(loaded, selection)
     if args.only:

@@ -114,3 +114,20 @@ def test_sst2_missing_everywhere_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setattr("analysis.io.datasets._sst2_candidates", lambda d: [tmp_path / "nowhere"])
     with pytest.raises(HeadroomError, match="HEADROOM_SST2_DIR"):
         load_dataset("sst2", "dev")
+
+
+def test_report_split_is_the_cards_for_the_models_own_data_else_dev_for_glue():
+    from dataclasses import replace
+
+    from analysis.errors import HeadroomError
+    from analysis.io.datasets import default_split, report_split
+    from analysis.testing import tiny_loaded
+
+    loaded = tiny_loaded()
+    assert default_split("sst2") == default_split("glue:mnli") == "dev" and default_split("banking77") == "test"
+    with pytest.raises(HeadroomError, match="which data"):
+        report_split(loaded)  # no card, no data: one sentence
+    own = replace(loaded, card={"eval_split": "validation", "data": "banking77"})
+    assert report_split(own) == "validation"  # the card, for the model's own data
+    assert report_split(own, "sst2") == "dev"  # other data: the card does not speak for it
+    assert report_split(replace(loaded, card={"data": "glue:rte"})) == "dev"

@@ -128,20 +128,14 @@ def load_model_from_args(args):
                       allow_pickle=args.allow_pickle)
 
 
-def default_split(data: str) -> str:
-    return "dev" if data == "sst2" or data.startswith("glue:") else "test"
-
 
 def load_data_from_args(args, loaded):
-    from analysis.io.datasets import load_dataset
+    from analysis.io.datasets import load_dataset, report_split
 
     data = args.data or loaded.default_data
     if data is None:
         raise HeadroomError("This model does not say which data it was trained for; pass --data.")
-    split = args.split
-    if split is None and not args.data:
-        split = loaded.card.get("eval_split")  # the demo models say which split they report
-    split = split or default_split(data)
+    split = args.split or report_split(loaded, args.data)  # the demo models' cards say which split they report
     if args.limit is not None and args.limit < 1:
         raise HeadroomError("--limit must be a positive number of examples.")
     dataset = load_dataset(data, split, limit=args.limit, seed=args.seed, text_column=args.text_column,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from .arguments import count, number
-from .common import add_data_args, add_model_args, default_split, evaluator_from_args, load_model_from_args
+from .common import add_data_args, add_model_args, evaluator_from_args, load_model_from_args
 from .runs import add_store_args
 
 
@@ -67,6 +67,8 @@ def cmd_search(args) -> dict:
     loaded = load_model_from_args(args)
     data = args.data or loaded.default_data
     bundled = data is not None and not os.path.isfile(data) and not os.path.isdir(data)
+    from analysis.io.datasets import default_split
+
     report_split = args.report_split or loaded.card.get("eval_split") or (default_split(data) if data else None)
     if args.split is None and bundled:
         args.split = "train"  # recipes are chosen on training examples, never on the evaluation split

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from analysis.errors import HeadroomError
 from analysis.io.files import FILE_SUFFIXES, load_file
-from analysis.io.subsets import stratified_subset
+from analysis.io.subsets import align_labels, stratified_subset
 from analysis.io.text_dataset import TextDataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -201,3 +201,28 @@ def _load_glue(task: str, split: str) -> TextDataset:
     return TextDataset(name=f"{name}:{short.get(hf_split, hf_split)}", texts=list(hf[text_col]),
                        text_pairs=list(hf[pair_col]) if pair_col else None, labels=[int(l) for l in hf["label"]],
                        label_names=list(label_names), metric=metric, indices=list(range(len(hf))))
+
+
+def default_split(data: str) -> str:
+    """The split figures are reported on for `data`: GLUE's dev (its test split has no labels), else test."""
+    return "dev" if data == "sst2" or data.startswith("glue:") else "test"
+
+
+def report_split(loaded, data: str | None = None) -> str:
+    """The split a model is judged on: its card's (the demo models say) for its own data, else `default_split`."""
+    own = loaded.card.get("eval_split") if data is None else None
+    data = data or loaded.default_data
+    if own is None and data is None:
+        raise HeadroomError("This model does not say which data it was trained for; name the data.")
+    return own or default_split(data)
+
+
+def own_splits(loaded, *, train_limit: int | None = None) -> tuple[TextDataset, TextDataset]:
+    """(evaluation split, train split) of the model's own data, labels in the model's ids; the train split
+    a stratified subset of `train_limit` examples where given (seed 0)."""
+    data = loaded.default_data
+    if data is None:
+        raise HeadroomError("This model does not say which data it was trained for; name the data.")
+    test = align_labels(load_dataset(data, report_split(loaded)), loaded.id2label)
+    train = align_labels(load_dataset(data, "train", limit=train_limit), loaded.id2label)
+    return test, train
