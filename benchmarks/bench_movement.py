@@ -69,9 +69,10 @@ def pretrained_start(loaded) -> None:
     """Sanh et al.'s start: the pretrained MiniLM encoder (and pooler) in place of the fine-tuned one, a fresh head."""
     from safetensors.torch import load_file
 
-    from analysis.io.models import _minilm_dir
+    from analysis.io.train import resolve_base
 
-    base = {k: v for k, v in load_file(str(_minilm_dir() / "model.safetensors")).items() if "position_ids" not in k}
+    base_dir = resolve_base("minilm")[0]  # the pip package's model, as `train --base minilm` reads it
+    base = {k: v for k, v in load_file(os.path.join(base_dir, "model.safetensors")).items() if "position_ids" not in k}
     encoder = loaded.model.bert
     missing, unexpected = encoder.load_state_dict(base, strict=False)
     missing = [k for k in missing if "position_ids" not in k]

@@ -77,25 +77,9 @@ def pruned_mask(values: torch.Tensor, sparsity: float) -> torch.Tensor:
     return mask.view(values.shape)
 
 
-class _TopK(torch.autograd.Function):
-    """Forward: the float keep mask of the top (1 - s) scores. Backward: the gradient, unchanged (straight-through)."""
-
-    @staticmethod
-    def forward(ctx, scores, sparsity):
-        return (~pruned_mask(scores, sparsity)).to(scores.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
-def topk_keep(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """TopK(S) with the straight-through gradient of Sanh et al.'s TopKBinarizer."""
-    return _TopK.apply(scores, sparsity)
-
-
-class _MaskStraightThrough(torch.autograd.Function):
-    """Forward: a given keep mask (TopK(S) taken at the last mask step). Backward: the gradient to S, unchanged."""
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the float keep mask of a pruned mask (TopK(S), taken now or at the last mask step).
+    Backward: the gradient to the scores S, unchanged (straight-through, Sanh et al.'s TopKBinarizer)."""
 
     @staticmethod
     def forward(ctx, scores, pruned):
@@ -104,6 +88,11 @@ class _MaskStraightThrough(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return grad, None
+
+
+def topk_keep(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """TopK(S) with the straight-through gradient: the keep mask of the top (1 - s) scores."""
+    return _StraightThrough.apply(scores, pruned_mask(scores, sparsity))
 
 
 @dataclass(frozen=True)
@@ -221,7 +210,7 @@ class Pruner:
             if s.start > row:  # rows of a fused matrix that are not pruned
                 blocks.append(torch.ones(s.start - row, weight.shape[1], dtype=weight.dtype, device=weight.device))
             if self.method == "movement" and differentiable:  # straight-through to the scores
-                keep = _MaskStraightThrough.apply(self.scores[s], self.masks[s].to(weight.device))
+                keep = _StraightThrough.apply(self.scores[s], self.masks[s].to(weight.device))
             else:
                 keep = (~self.masks[s]).float().to(weight.device)
             blocks.append(keep.to(weight.dtype))

@@ -180,50 +180,50 @@ def render() -> None:
     runs = st.session_state.setdefault(state.RECOVERY_RUNS, {})
     with widgets.guard():
         recipes = _session_recipes(choice)
-        if not recipes:
-            st.info("No compressed recipe in this session yet: mask heads, drop layers or pick bits on another page.")
-        else:
-            c1, c2, c3 = st.columns([3, 2, 2])
-            label = c1.selectbox("Recipe", list(recipes), key=state.RECOVERY_RECIPE)
-            objective = c2.selectbox("Objective", list(OBJECTIVES), key=state.RECOVERY_OBJECTIVE,
-                                     help="; ".join(f"{k}: {v[1]}" for k, v in OBJECTIVES.items()))
-            budget = c3.radio("Budget", ["epochs", "minutes"], horizontal=True, key=state.RECOVERY_BUDGET)
-            amount = c3.number_input(budget, min_value=1 if budget == "epochs" else 0.1, value=1 if budget == "epochs"
-                                     else 2.0, key=f"{state.RECOVERY_AMOUNT}{budget}")
-            st.caption(OBJECTIVES[objective][1])
-            p1, p2 = st.columns([3, 4])
-            method = p1.radio("Prune while training", list(PRUNE_LABELS), format_func=PRUNE_LABELS.get,
-                              horizontal=True, key=state.RECOVERY_PRUNE,
-                              help="Prune Q, K, V, O and the FFN of every layer while training, each matrix to the "
-                                   "same final fraction of zeros (cubic schedule: none until 10% of the steps, all by "
-                                   "70%). Gradual magnitude keeps the largest weights; movement learns a score per "
-                                   "weight and keeps those that training moves away from zero.")
-            sparsity = 0.0
+        if len(recipes) == 1:  # only the unmodified model
+            st.caption("No compressed recipe in this session yet: mask heads, drop layers or pick bits on another "
+                       "page — or prune the unmodified model while training, below.")
+        c1, c2, c3 = st.columns([3, 2, 2])
+        label = c1.selectbox("Recipe", list(recipes), key=state.RECOVERY_RECIPE)
+        objective = c2.selectbox("Objective", list(OBJECTIVES), key=state.RECOVERY_OBJECTIVE,
+                                 help="; ".join(f"{k}: {v[1]}" for k, v in OBJECTIVES.items()))
+        budget = c3.radio("Budget", ["epochs", "minutes"], horizontal=True, key=state.RECOVERY_BUDGET)
+        amount = c3.number_input(budget, min_value=1 if budget == "epochs" else 0.1, value=1 if budget == "epochs"
+                                 else 2.0, key=f"{state.RECOVERY_AMOUNT}{budget}")
+        st.caption(OBJECTIVES[objective][1])
+        p1, p2 = st.columns([3, 4])
+        method = p1.radio("Prune while training", list(PRUNE_LABELS), format_func=PRUNE_LABELS.get,
+                          horizontal=True, key=state.RECOVERY_PRUNE,
+                          help="Prune Q, K, V, O and the FFN of every layer while training, each matrix to the "
+                               "same final fraction of zeros (cubic schedule: none until 10% of the steps, all by "
+                               "70%). Gradual magnitude keeps the largest weights; movement learns a score per "
+                               "weight and keeps those that training moves away from zero.")
+        sparsity = 0.0
+        if method != "none":
+            sparsity = p2.slider("Final sparsity (%)", 10, 97, 50, key=state.RECOVERY_PRUNE_SPARSITY) / 100
+            p2.caption("Zeros buy size (a bitmask file), not speed on dense kernels.")
+            if method == "movement":
+                p2.warning("Measured: movement collapses at the budgets this lab runs — on demo to chance from "
+                           "30% (250 steps), on SST-2 at 30% even after 1,250 steps, and also when fine-tuning "
+                           "the pretrained encoder — where gradual magnitude keeps 89.7% at 70% on demo. Prefer "
+                           "gradual magnitude (benchmarks/RESULTS.md, \"Magnitude vs movement\").",
+                           icon=":material/warning:")
+        refused = method != "none" and recipes[label].has_sparsity()
+        if refused:
+            st.warning("This recipe already has weight sparsity; pick one without it to prune while training.")
+        job = widgets.get_job(JOB)
+        running = job is not None and not job.done
+        if recipes[label].is_baseline() and method == "none":
+            st.caption("The unmodified model with no pruning would only be fine-tuned again: pick a recipe or "
+                       "prune while training.")
+        if st.button("Start", key="rec_start", type="primary",
+                     disabled=running or refused or (recipes[label].is_baseline() and method == "none")):
+            changes = {"device": choice.device, "holdout": 12 if choice.data == "tiny" else 500}
             if method != "none":
-                sparsity = p2.slider("Final sparsity (%)", 10, 97, 50, key=state.RECOVERY_PRUNE_SPARSITY) / 100
-                p2.caption("Zeros buy size (a bitmask file), not speed on dense kernels.")
-                if method == "movement":
-                    p2.warning("Measured: movement collapses at the budgets this lab runs — on demo to chance from "
-                               "30% (250 steps), on SST-2 at 30% even after 1,250 steps, and also when fine-tuning "
-                               "the pretrained encoder — where gradual magnitude keeps 89.7% at 70% on demo. Prefer "
-                               "gradual magnitude (benchmarks/RESULTS.md, \"Magnitude vs movement\").",
-                               icon=":material/warning:")
-            refused = method != "none" and recipes[label].has_sparsity()
-            if refused:
-                st.warning("This recipe already has weight sparsity; pick one without it to prune while training.")
-            job = widgets.get_job(JOB)
-            running = job is not None and not job.done
-            if recipes[label].is_baseline() and method == "none":
-                st.caption("The unmodified model with no pruning would only be fine-tuned again: pick a recipe or "
-                           "prune while training.")
-            if st.button("Start", key="rec_start", type="primary",
-                         disabled=running or refused or (recipes[label].is_baseline() and method == "none")):
-                changes = {"device": choice.device, "holdout": 12 if choice.data == "tiny" else 500}
-                if method != "none":
-                    changes.update(prune_method=method, prune_sparsity=sparsity)
-                changes.update({"epochs": int(amount)} if budget == "epochs" else {"minutes": float(amount), "epochs": 1000})
-                _start(choice, ev, recipes[label], RecoveryConfig.for_objective(objective, **changes))
-                st.rerun()
+                changes.update(prune_method=method, prune_sparsity=sparsity)
+            changes.update({"epochs": int(amount)} if budget == "epochs" else {"minutes": float(amount), "epochs": 1000})
+            _start(choice, ev, recipes[label], RecoveryConfig.for_objective(objective, **changes))
+            st.rerun()
         job = widgets.job_status(JOB)
         if job is not None:
             _live(ev.baseline.metric_name)
