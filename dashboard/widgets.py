@@ -185,7 +185,7 @@ def _latency_metric(choice, recipe: Recipe, is_base: bool) -> None:
     predicted = "" if lat.predicted_ratio is None else f" Predicted from counted FLOPs: {lat.predicted_ratio:.2f}x."
     if lat.kind == FP32_KERNELS:
         why = "; ".join(lat.notes) if lat.notes else "these bit-widths have no integer kernels here"
-        st.metric("latency · fp32 kernels", "no speed change",
+        st.metric("latency · fp32 kernels", "unchanged",
                   help=f"{why[0].upper()}{why[1:]}. Nothing is timed: the model runs the same fp32 kernels as the "
                        "baseline. Real int8/bf16 kernels: 8 or 16 bits in every layer.")
     elif is_base:

@@ -95,7 +95,7 @@ def test_masking_a_head_changes_the_metrics_and_the_url():
 def test_latency_panel_states_a_ratio_to_the_baseline_or_fp32_kernels():
     at = app("bits", r="b4")  # fake 4-bit: fp32 kernels, so no number at all
     assert not at.exception and errors(at) == []
-    assert metric(at, "latency · fp32 kernels") == "no speed change"
+    assert metric(at, "latency · fp32 kernels") == "unchanged"
     assert not any(b.label == "Re-measure" for b in at.button)
     at = app("heads", r="h1")  # one head masked: the materialized model against the baseline
     assert not at.exception and errors(at) == []

@@ -125,9 +125,32 @@ def test_report_split_is_the_cards_for_the_models_own_data_else_dev_for_glue():
 
     loaded = tiny_loaded()
     assert default_split("sst2") == default_split("glue:mnli") == "dev" and default_split("banking77") == "test"
+    assert default_split("SST-2") == default_split("GLUE:qnli") == "dev"  # the names load_dataset accepts
     with pytest.raises(HeadroomError, match="which data"):
         report_split(loaded)  # no card, no data: one sentence
     own = replace(loaded, card={"eval_split": "validation", "data": "banking77"})
     assert report_split(own) == "validation"  # the card, for the model's own data
     assert report_split(own, "sst2") == "dev"  # other data: the card does not speak for it
     assert report_split(replace(loaded, card={"data": "glue:rte"})) == "dev"
+
+
+def test_recovery_scores_other_data_on_that_datas_split_not_the_cards():
+    """The recovery card's evaluation split: the model's own split for its own data, else the data's default."""
+    from dataclasses import replace
+
+    from analysis.recovery.config import RecoveryConfig
+    from analysis.recovery.loop import _eval_data
+    from analysis.testing import tiny_loaded
+
+    own = replace(tiny_loaded(), card={"eval_split": "validation", "data": "banking77"})
+    seen = []
+
+    import analysis.io.datasets as datasets
+    real = datasets.load_dataset
+    try:
+        datasets.load_dataset = lambda data, split=None, **kw: seen.append((data, split))
+        _eval_data(own, RecoveryConfig.for_objective("ce"), None)
+        _eval_data(own, RecoveryConfig.for_objective("ce", data="glue:rte"), None)
+    finally:
+        datasets.load_dataset = real
+    assert seen == [("banking77", "validation"), ("glue:rte", "dev")]

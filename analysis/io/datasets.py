@@ -205,7 +205,8 @@ def _load_glue(task: str, split: str) -> TextDataset:
 
 def default_split(data: str) -> str:
     """The split figures are reported on for `data`: GLUE's dev (its test split has no labels), else test."""
-    return "dev" if data == "sst2" or data.startswith("glue:") else "test"
+    key = data.strip().lower()
+    return "dev" if key in ("sst2", "sst-2") or key.startswith("glue:") else "test"
 
 
 def report_split(loaded, data: str | None = None) -> str:
