@@ -76,6 +76,7 @@ def test_recovery_page_prunes_while_training_to_the_chosen_sparsity():
     assert start.disabled  # the unmodified model, no pruning: nothing to recover
     at.radio(key=state.RECOVERY_PRUNE).set_value("movement").run()
     at.slider(key=state.RECOVERY_PRUNE_SPARSITY).set_value(50).run()
+    assert any("worse than random" in w.value for w in at.warning)  # the measured collapse, said before Start
     start = next(b for b in at.button if b.label == "Start")
     assert not start.disabled
     start.click().run()
