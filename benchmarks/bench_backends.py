@@ -22,7 +22,7 @@ import json
 import time
 
 from analysis.core.recipe import Recipe
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, report_split
 from analysis.io.models import load_model
 from analysis.measure.backends import compare_backends, parse_shapes, table_rows
 from analysis.measure.evaluate import Evaluator
@@ -47,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     loaded = load_model(args.model, device="cpu")
-    split = loaded.card.get("eval_split", "test")
+    split = report_split(loaded)
     ds = load_dataset(loaded.default_data, split, limit=args.limit)
     ev = Evaluator(loaded, ds)
     ref_ev = None

@@ -17,7 +17,7 @@ import json
 import torch
 
 from analysis.core import simulate as S
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, report_split
 from analysis.measure.evaluate import Evaluator
 from analysis.io.models import load_model
 from analysis.core.recipe import Recipe
@@ -44,7 +44,7 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     loaded = load_model(args.model)
-    ev = Evaluator(loaded, load_dataset(loaded.default_data, loaded.card.get("eval_split", "test"), limit=args.limit))
+    ev = Evaluator(loaded, load_dataset(loaded.default_data, report_split(loaded), limit=args.limit))
     sim = ev.simulators.get(Recipe(masked_heads=[(0, 0)]))  # a one-head recipe, its weights prepared untimed
     e = median_seconds(lambda: full_pass(ev, sim, S.encoder_layer), warmup=0, repeats=args.repeats, device=ev.device)
     compiled_layer = torch.compile(S.encoder_layer, dynamic=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from analysis.io.datasets import default_split
 from analysis.core.recipe import Recipe
 from analysis.measure.record import write_json
 from analysis.store.fingerprint import data_fingerprint, model_fingerprint
@@ -37,7 +38,7 @@ def main(argv=None):
     from analysis.io.models import load_model
     from analysis.measure.evaluate import Evaluator
 
-    ev = Evaluator(load_model(args.model), load_dataset(args.data, "test", limit=args.limit))
+    ev = Evaluator(load_model(args.model), load_dataset(args.data, default_split(args.data), limit=args.limit))
     result = ev.evaluate(Recipe(masked_heads=[(0, 3)]))
     t0 = time.perf_counter()
     mfp = model_fingerprint(ev.loaded.model)

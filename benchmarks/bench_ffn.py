@@ -27,7 +27,7 @@ import torch
 
 from analysis.core.materialize import materialize, save_materialized
 from analysis.core.recipe import Recipe
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, report_split
 from analysis.io.models import load_model
 from analysis.measure.evaluate import Evaluator
 from analysis.measure.latency import measure_recipe_latency
@@ -65,8 +65,7 @@ def main(argv=None):
 
     loaded = load_model(args.model, device="cpu")
     data = args.data or loaded.default_data
-    split = loaded.card.get("eval_split") if not args.data else None
-    dataset = load_dataset(data, split or ("dev" if data == "sst2" else "test"), limit=args.limit)
+    dataset = load_dataset(data, report_split(loaded, args.data), limit=args.limit)
     ev = Evaluator(loaded, dataset)
     # importance on train examples (stratified, seed 1): the evaluation split never chooses what is pruned
     from analysis.io.subsets import align_labels

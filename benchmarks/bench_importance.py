@@ -24,7 +24,7 @@ import statistics
 
 import torch
 
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, report_split
 from analysis.measure.evaluate import Evaluator
 from analysis.methods.importance import compute_importance
 from analysis.io.models import load_model
@@ -40,7 +40,7 @@ def load(args):
         return tiny_loaded(layers=6, heads=12, hidden=384), tiny_dataset(args.limit or 200)
     loaded = load_model(args.model, device=args.device)
     data = args.data or loaded.default_data
-    split = args.split or (loaded.card.get("eval_split") if not args.data else None) or ("dev" if data == "sst2" else "test")
+    split = args.split or report_split(loaded, args.data)
     return loaded, load_dataset(data, split, limit=args.limit)
 
 

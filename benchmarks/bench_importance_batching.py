@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, report_split
 from analysis.io.models import load_model
 from analysis.io.training import select
 from analysis.measure.evaluate import Evaluator
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     loaded = load_model(args.model, device="cpu")
-    ds = load_dataset(loaded.default_data, loaded.card.get("eval_split", "test"), limit=args.limit)
+    ds = load_dataset(loaded.default_data, report_split(loaded), limit=args.limit)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     batchings = {f"batch {b}": Evaluator(loaded, ds, batch_size=b) for b in sizes}
     if not args.no_reversed:

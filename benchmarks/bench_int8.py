@@ -19,6 +19,7 @@ import statistics
 
 import torch
 
+from analysis.io.datasets import report_split
 from analysis.io.models import load_model
 from analysis.measure.lowbit import _torch_ao_int8, _torchao_int8, build, serialized_bytes
 from analysis.measure.record import write_json
@@ -103,7 +104,7 @@ def main() -> None:
         from analysis.measure.metrics import compute_metrics
 
         loaded_dev = load_model(args.model, device=str(device))
-        ds = load_dataset(loaded_dev.default_data, loaded_dev.card.get("eval_split", "test"), limit=args.limit)
+        ds = load_dataset(loaded_dev.default_data, report_split(loaded_dev), limit=args.limit)
         ev = Evaluator(loaded_dev, ds)
         acc = {}
         for name, m in models.items():

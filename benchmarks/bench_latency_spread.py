@@ -22,7 +22,7 @@ import statistics
 import torch
 
 from analysis.core.recipe import Recipe
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, report_split
 from analysis.io.models import load_model
 from analysis.measure.evaluate import Evaluator
 from analysis.measure.record import write_json
@@ -63,7 +63,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_model(args.model, device="cpu")
-    ds = load_dataset(loaded.default_data, loaded.card.get("eval_split", "test"), limit=args.limit)
+    ds = load_dataset(loaded.default_data, report_split(loaded), limit=args.limit)
     ev = Evaluator(loaded, ds)
     spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
     for p in spinners:

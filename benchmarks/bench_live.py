@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, report_split
 from analysis.measure.evaluate import Evaluator
 from analysis.io.models import load_model
 from analysis.core.recipe import Recipe
@@ -81,7 +81,7 @@ def main(argv=None):
 
     loaded = random_model(args.shape, args.device) if args.shape else load_model(args.model, device=args.device)
     data = args.data or loaded.default_data
-    split = args.split or (loaded.card.get("eval_split") if not args.data else None) or ("dev" if data == "sst2" else "test")
+    split = args.split or report_split(loaded, args.data)
     dataset = load_dataset(data, split, limit=args.limit or None)  # 0 = every example
     dev = loaded.device
     half = "fp16" if dev.type == "cuda" else "bf16"

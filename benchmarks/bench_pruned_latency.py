@@ -22,7 +22,7 @@ import tempfile
 
 import torch
 
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, report_split
 from analysis.measure.evaluate import Evaluator
 from analysis.methods.heads import prune_half_recipe
 from analysis.methods.importance import michel_importance
@@ -36,7 +36,7 @@ from analysis.measure.timing import measure
 def load(args):
     loaded = load_model(args.model, device=args.device)
     data = args.data or loaded.default_data
-    split = args.split or (loaded.card.get("eval_split") if not args.data else None) or ("dev" if data == "sst2" else "test")
+    split = args.split or report_split(loaded, args.data)
     return loaded, load_dataset(data, split, limit=args.limit)
 
 

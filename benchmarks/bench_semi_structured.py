@@ -27,7 +27,7 @@ import torch
 from analysis.core.materialize import materialize
 from analysis.core.recipe import Recipe
 from analysis.core.sparse_kernels import semi_structured_kernels, semi_structured_problem
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, report_split
 from analysis.io.models import load_model
 from analysis.measure.backends import parse_shapes
 from analysis.measure.evaluate import Evaluator
@@ -72,7 +72,7 @@ def main(argv=None):
     loaded = load_model(args.model, device=str(device))
     base = loaded.model.float().eval()
     data = loaded.default_data
-    split = loaded.card.get("eval_split") or ("dev" if data == "sst2" else "test")
+    split = report_split(loaded)
     ev = Evaluator(loaded, load_dataset(data, split, limit=args.limit))
     simulated = ev.evaluate(RECIPE).metric  # simulated in fp32 (on the GPU), the reference
     dense = materialize(base, RECIPE).half().to(device).eval()

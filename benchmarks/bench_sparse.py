@@ -27,7 +27,7 @@ import torch
 from analysis.core.materialize import materialize
 from analysis.core.recipe import Recipe
 from analysis.core.sparse_kernels import csr_kernels
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, report_split
 from analysis.io.models import load_model
 from analysis.measure.backends import parse_shapes
 from analysis.measure.lowbit import serialized_bytes
@@ -56,7 +56,7 @@ def main(argv=None):
     loaded = load_model(args.model)
     model = loaded.model.float().eval()
     data = loaded.default_data
-    split = loaded.card.get("eval_split") or ("dev" if data == "sst2" else "test")
+    split = report_split(loaded)
     ev = Evaluator(loaded, load_dataset(data, split, limit=args.limit))
     base_bytes = serialized_bytes(model)
     print(f"{args.model}: baseline {ev.baseline.metric:.4f} on {len(ev.dataset)} {data}:{split}, {base_bytes / 1e6:.1f} MB")

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from analysis.io.batching import collate, tokenize
-from analysis.io.datasets import load_dataset
+from analysis.io.datasets import load_dataset, report_split
 from analysis.measure.evaluate import Evaluator
 from analysis.methods.layers import dropped_layers_for, layer_contributions
 from analysis.core.materialize import materialize
@@ -82,7 +82,7 @@ def main(argv=None):
 
     loaded = load_model(args.model)
     data = loaded.default_data
-    ev = Evaluator(loaded, load_dataset(data, loaded.card.get("eval_split", "test"), limit=args.limit))
+    ev = Evaluator(loaded, load_dataset(data, report_split(loaded), limit=args.limit))
     train_ds = load_dataset(data, "train")
     contribution = layer_contributions(ev)
     L = loaded.adapter.num_layers
