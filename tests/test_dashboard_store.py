@@ -171,3 +171,24 @@ def test_an_earlier_sessions_baseline_is_not_listed_beside_the_sessions_own(stor
     assert [r["description"] for r in ResultStore(store_path).list(source="dashboard")] == [Recipe().describe()]
     t = table(app("tradeoffs"))  # a restart: the same baseline, once
     assert sum(r.startswith(Recipe().describe()) for r in t["recipe"]) == 1
+
+
+def test_a_stored_row_of_the_baseline_size_is_not_smaller_than_the_live_baseline(store_path):
+    """Stored sizes keep 3 decimals; the live rows are rounded alike, so a sparsity row (the dense file's size)
+    is plotted at the baseline's size, never beside it as smaller (and put on the Pareto front for it)."""
+    import base64
+    import json
+
+    import numpy as np
+
+    first = app("weights", r="p5000")  # 50% magnitude sparsity: the size of the dense file, unchanged
+    assert not first.exception
+    fresh = app("tradeoffs")
+    assert not fresh.exception
+    t = table(fresh)
+    assert len(t[t["recipe"].str.startswith("50% sparse")]) == 1  # the stored row is there
+    size_chart = json.loads(fresh.get("plotly_chart")[0].proto.spec)  # accuracy vs size
+    points = next(d for d in size_chart["data"] if d["name"] == "recipes")["x"]
+    x = np.frombuffer(base64.b64decode(points["bdata"]), dtype=points["dtype"]) if isinstance(points, dict) \
+        else np.asarray(points, dtype=float)
+    assert len(x) == 2 and x[0] == x[1]  # the baseline and the stored sparsity row: one size
