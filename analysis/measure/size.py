@@ -20,6 +20,10 @@ from analysis.measure.flops import COMPONENT_OF_ROLE
 MB = 1e6
 
 
+#: the precision sizes are recorded at (cards, the results store); Trade-offs rounds live rows alike
+MB_DECIMALS = 3
+
+
 @dataclass
 class SizeReport:
     parameters: int
@@ -43,9 +47,9 @@ class SizeReport:
     def to_dict(self) -> dict:
         return {
             "parameters": self.parameters,
-            "mb": round(self.mb, 3),
+            "mb": round(self.mb, MB_DECIMALS),
             "baseline_parameters": self.baseline_parameters,
-            "baseline_mb": round(self.baseline_bytes / MB, 3),
+            "baseline_mb": round(self.baseline_bytes / MB, MB_DECIMALS),
             "fraction_of_baseline": round(self.fraction_of_baseline, 4),
             "by_component_mb": {k: round(v / MB, 3) for k, v in self.by_component.items()},
         }

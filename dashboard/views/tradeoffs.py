@@ -30,6 +30,7 @@ import streamlit as st
 
 from analysis.core.recipe import Recipe
 from analysis.measure.pareto import pareto_front
+from analysis.measure.size import MB_DECIMALS
 from dashboard import history as store_history
 from dashboard import resources, state, widgets
 
@@ -38,8 +39,6 @@ from dashboard import resources, state, widgets
 #: in one run; 1.00 where the change is within noise (or bits run fp32 kernels), so two identical
 #: recipes never show two speeds
 LATENCY_COL = "latency x baseline (measured)"
-#: the size precision of a stored row (`SizeReport.to_dict`), used for every row of the table and the plot
-SIZE_DECIMALS = 3
 
 
 @dataclass(frozen=True)
@@ -392,9 +391,9 @@ def render() -> None:
             st.info("No recipe evaluated yet: change something on the Heads, Layers or Bits page.")
             return
         df["stored id"] = df["stored id"].astype("Int64")
-        # one precision for every row: stored sizes are kept to 3 decimals (SizeReport.to_dict), and a live
+        # one precision for every row: stored sizes keep MB_DECIMALS (SizeReport.to_dict), and a live
         # 90.9714 beside a stored 90.971 of the same size would put the stored one on the front as "smaller"
-        df["size MB"] = pd.to_numeric(df["size MB"], errors="coerce").round(SIZE_DECIMALS)
+        df["size MB"] = pd.to_numeric(df["size MB"], errors="coerce").round(MB_DECIMALS)
         df = _source_filter(df)
         metric = ev.baseline.metric_name
         from_zero = st.toggle("y axis from 0%", value=False, key="to_from_zero",
