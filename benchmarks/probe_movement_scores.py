@@ -36,7 +36,7 @@ from analysis.io.datasets import own_splits
 from analysis.io.models import load_model
 from analysis.io.training import CLIP_NORM
 from analysis.measure.record import write_json
-from analysis.recovery.pruning import _StraightThrough, pruned_mask, slots
+from analysis.recovery.pruning import pruned_mask, slots, topk_keep
 
 ROLES = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out")
 
@@ -85,7 +85,7 @@ def main(argv=None):
             group["lr"] = lr * min(1.0, (step + 1) / warmup)
         idx = order[(step * args.batch_size) % len(order):][:args.batch_size]
         enc = encode([train.texts[i] for i in idx])
-        weights = {n: params[n] * _StraightThrough.apply(scores[n], none_pruned[n]) for n in names}
+        weights = {n: params[n] * topk_keep(scores[n], 0.0) for n in names}  # TopK(S) at 0%: nothing pruned yet
         loss = loss_fn(functional_call(model, weights, kwargs=dict(enc)).logits,
                        torch.tensor([train.labels[i] for i in idx]))
         loss.backward()

@@ -130,6 +130,7 @@ def test_report_split_is_the_cards_for_the_models_own_data_else_dev_for_glue():
         report_split(loaded)  # no card, no data: one sentence
     own = replace(loaded, card={"eval_split": "validation", "data": "banking77"})
     assert report_split(own) == "validation"  # the card, for the model's own data
+    assert report_split(own, "banking77") == "validation"  # its own data named: still the card's
     assert report_split(own, "sst2") == "dev"  # other data: the card does not speak for it
     assert report_split(replace(loaded, card={"data": "glue:rte"})) == "dev"
 

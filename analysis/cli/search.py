@@ -67,9 +67,9 @@ def cmd_search(args) -> dict:
     loaded = load_model_from_args(args)
     data = args.data or loaded.default_data
     bundled = data is not None and not os.path.isfile(data) and not os.path.isdir(data)
-    from analysis.io.datasets import default_split
+    from analysis.io.datasets import report_split as split_reported
 
-    report_split = args.report_split or loaded.card.get("eval_split") or (default_split(data) if data else None)
+    report_split = args.report_split or (split_reported(loaded, args.data) if data else None)
     if args.split is None and bundled:
         args.split = "train"  # recipes are chosen on training examples, never on the evaluation split
     if not bundled or report_split in (None, args.split) or report_split.lower() == "none":

@@ -210,8 +210,9 @@ def default_split(data: str) -> str:
 
 
 def report_split(loaded, data: str | None = None) -> str:
-    """The split a model is judged on: its card's (the demo models say) for its own data, else `default_split`."""
-    own = loaded.card.get("eval_split") if data is None else None
+    """The split a model is judged on: its card's (the demo models say) for its own data (`data` None or the
+    model's own), else `default_split` of `data`."""
+    own = loaded.card.get("eval_split") if data is None or data == loaded.default_data else None
     data = data or loaded.default_data
     if own is None and data is None:
         raise HeadroomError("This model does not say which data it was trained for; name the data.")

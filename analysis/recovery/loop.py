@@ -70,7 +70,7 @@ def _eval_data(loaded, config: RecoveryConfig, test: TextDataset | None) -> Text
     Training data from a file has no splits: its evaluation file must be named (eval_split = its
     path), or nothing is scored, never the training file itself.
     """
-    from analysis.io.datasets import default_split, load_dataset
+    from analysis.io.datasets import load_dataset, report_split
 
     split = config.eval_split
     if test is not None or (split or "").lower() == "none":
@@ -80,7 +80,7 @@ def _eval_data(loaded, config: RecoveryConfig, test: TextDataset | None) -> Text
         return load_dataset(split)
     if not data or os.path.isfile(data):
         return None
-    split = split or (loaded.card.get("eval_split") if data == loaded.default_data else None) or default_split(data)
+    split = split or report_split(loaded, data)
     return load_dataset(data, split)
 
 

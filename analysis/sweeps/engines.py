@@ -30,7 +30,7 @@ class Worker:
                  threads: int | None = None):
         import torch
 
-        from analysis.io.datasets import default_split, load_dataset
+        from analysis.io.datasets import load_dataset, report_split
         from analysis.io.models import load_model
         from analysis.measure.evaluate import Evaluator
         from analysis.store.fingerprint import data_fingerprint, model_fingerprint
@@ -41,7 +41,7 @@ class Worker:
             torch.set_num_threads(threads)
         spec = DataSpec(**data)
         loaded = load_model(model, device=device)
-        split = spec.split or loaded.card.get("eval_split") or default_split(spec.data)
+        split = spec.split or report_split(loaded, spec.data)
         dataset = load_dataset(spec.data, split, limit=spec.limit, seed=spec.seed)
         self.ev = Evaluator(loaded, dataset, max_length=max_length, dtype=dtype)
         self.model_fingerprint = model_fingerprint(loaded.model)
