@@ -215,11 +215,12 @@ def render() -> None:
             st.warning("This recipe already has weight sparsity; pick one without it to prune while training.")
         job = widgets.get_job(JOB)
         running = job is not None and not job.done
-        if recipes[label].is_baseline() and method == "none":
+        nothing_to_recover = recipes[label].is_baseline() and method == "none"
+        if nothing_to_recover:
             st.caption("The unmodified model with no pruning would only be fine-tuned again: pick a recipe or "
                        "prune while training.")
         if st.button("Start", key="rec_start", type="primary",
-                     disabled=running or refused or (recipes[label].is_baseline() and method == "none")):
+                     disabled=running or refused or nothing_to_recover):
             changes = {"device": choice.device, "holdout": 12 if choice.data == "tiny" else 500}
             if method != "none":
                 changes.update(prune_method=method, prune_sparsity=sparsity)
